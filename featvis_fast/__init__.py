@@ -1,0 +1,18 @@
+"""featvis-fast: fast CNN feature visualization (Triton, C++ and CUDA kernels, thin PyTorch API).
+
+Importing never fails because a compiled extension is missing: backends load on first use and
+fall back (with one warning) when an automatically chosen one is unavailable.
+"""
+from ._backend import BackendUnavailableError, backends
+from .images import load_image, sample_image, sample_images
+from .models import Preprocess, extract, layer_names, load_model
+from .render import colormap, grid, overlay
+from .similarity import METRICS, FeatureSimilarity
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackendUnavailableError", "FeatureSimilarity", "METRICS", "Preprocess", "backends", "colormap",
+    "extract", "grid", "layer_names", "load_image", "load_model", "overlay", "sample_image",
+    "sample_images",
+]

@@ -1,0 +1,67 @@
+"""Loading the compiled kernels: JIT-built with ninja on first use, cached by torch.
+
+`featvis_cpu` (csrc/similarity_cpu.cpp + bindings_cpu.cpp) builds wherever a C++ compiler is;
+`featvis_cuda` (csrc/similarity_cuda.cu + bindings_cuda.cpp) only where torch is a CUDA build and
+a CUDA toolkit is found. Set FEATVIS_NO_EXTENSIONS=1 to skip all compiled code. Builds land in
+torch's extension cache (TORCH_EXTENSIONS_DIR, default ~/.cache/torch_extensions) and are rebuilt
+only when a source file changes.
+"""
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import os
+import sys
+from types import ModuleType
+
+import torch
+
+
+class ExtensionUnavailable(RuntimeError):
+    """A compiled extension cannot be built or loaded here; the message says why."""
+
+
+def extensions_disabled() -> bool:
+    return os.environ.get("FEATVIS_NO_EXTENSIONS", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _csrc(name: str) -> str:
+    return str(importlib.resources.files("featvis_fast.csrc").joinpath(name))
+
+
+def _build(name: str, sources: list[str], **kwargs) -> ModuleType:
+    from torch.utils import cpp_extension
+
+    if extensions_disabled():
+        raise ExtensionUnavailable("compiled extensions are disabled (FEATVIS_NO_EXTENSIONS=1)")
+    print(f"featvis_fast: loading the {name} kernels (built once, then cached) ...", file=sys.stderr, flush=True)
+    try:
+        return cpp_extension.load(name=name, sources=[_csrc(s) for s in sources], verbose=False, **kwargs)
+    except Exception as exc:  # compiler missing, build error, ...: report, never crash import
+        raise ExtensionUnavailable(f"building {name} failed: {type(exc).__name__}: {exc}") from exc
+
+
+@functools.cache
+def load_cpu() -> ModuleType:
+    """The C++ CPU kernels (pixel_similarity, colorize)."""
+    # no FMA contraction: colorize must round exactly like the float32 reference
+    flags = ["-O3", "-march=native", "-fopenmp", "-ffp-contract=off"]
+    return _build("featvis_cpu", ["similarity_cpu.cpp", "bindings_cpu.cpp"],
+                  extra_cflags=flags, extra_ldflags=["-fopenmp"])
+
+
+@functools.cache
+def load_cuda() -> ModuleType:
+    """The CUDA kernels (pixel_similarity, colorize); needs a CUDA torch, a GPU and nvcc."""
+    if torch.version.cuda is None:
+        raise ExtensionUnavailable("torch is a CPU-only build")
+    if not torch.cuda.is_available():
+        raise ExtensionUnavailable("no CUDA device is visible")
+    from torch.utils.cpp_extension import CUDA_HOME
+
+    if CUDA_HOME is None:
+        raise ExtensionUnavailable("no CUDA toolkit (nvcc) found; set CUDA_HOME")
+    major, minor = torch.cuda.get_device_capability()
+    arch = f"-gencode=arch=compute_{major}{minor},code=sm_{major}{minor}"
+    return _build("featvis_cuda", ["similarity_cuda.cu", "bindings_cuda.cpp"],
+                  extra_cflags=["-O3"], extra_cuda_cflags=["-O3", arch, "-lineinfo"])

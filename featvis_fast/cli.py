@@ -1,0 +1,106 @@
+"""The `featvis` command: similarity heat maps, the demo job, and backend status."""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import torch
+from PIL import ImageDraw
+
+from . import backends, extract, load_image, load_model, overlay
+from .render import COLORMAPS
+from .similarity import METRICS, FeatureSimilarity
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def _pixel(text: str) -> tuple[int, int]:
+    try:
+        y, x = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--pixel takes Y,X (two integers), got {text!r}") from None
+    return y, x
+
+
+def similarity_overlay(model, preprocess, image, layer: str, pixel: tuple[int, int], metric: str = "cosine",
+                       colormap: str = "fire", size: int | None = 224, dtype=torch.float16,
+                       backend: str | None = None, alpha: float = 0.6, device: str = "cpu"):
+    """Heat map of feature similarity to image pixel (y, x), overlaid on the image (PIL RGB)."""
+    y, x = pixel
+    if not (0 <= y < image.height and 0 <= x < image.width):
+        raise ValueError(f"pixel (y={y}, x={x}) lies outside the {image.width}x{image.height} image")
+    feats = extract(model, preprocess(image, size=size).to(device), layer)[0]
+    sim = FeatureSimilarity(feats, metric=metric, dtype=dtype, backend=backend)
+    cell = sim.image_to_cell(x, y, image.size)
+    rgba = sim.render(cell, colormap=colormap, size=(image.height, image.width))
+    out = overlay(image, rgba, alpha)
+    r = max(3, min(image.size) // 80)
+    ImageDraw.Draw(out).ellipse((x - r, y - r, x + r, y + r), outline="cyan", width=max(1, r // 2))
+    return out
+
+
+def _cmd_similarity(args: argparse.Namespace) -> int:
+    model, preprocess = load_model(device=args.device)
+    image = load_image(args.image)
+    out = similarity_overlay(model, preprocess, image, args.layer, args.pixel, args.metric, args.colormap,
+                             args.size or None, _DTYPES[args.dtype], args.backend, args.alpha, args.device)
+    out.save(args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    for path in run_demo(args.out, device=args.device, backend=args.backend):
+        print(f"wrote {path}")
+    return 0
+
+
+def _cmd_backends(args: argparse.Namespace) -> int:
+    for status in backends().values():
+        print(status)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="featvis", description="Fast CNN feature visualization.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("similarity", help="per-pixel feature-similarity heat map over an image")
+    s.add_argument("image", help="image path or sample name (astronaut, chelsea, coffee, rocket)")
+    s.add_argument("--layer", required=True, help="layer name, e.g. _blocks.10 (see featvis_fast.layer_names)")
+    s.add_argument("--pixel", required=True, type=_pixel, help="reference pixel Y,X in image coordinates")
+    s.add_argument("--metric", default="cosine", choices=METRICS)
+    s.add_argument("--colormap", default="fire", choices=COLORMAPS)
+    s.add_argument("--size", type=int, default=224, help="model input size (0 = the image's own resolution)")
+    s.add_argument("--dtype", default="float16", choices=list(_DTYPES), help="feature cache precision")
+    s.add_argument("--alpha", type=float, default=0.6, help="heat-map opacity")
+    s.add_argument("--out", required=True, help="output PNG")
+    s.set_defaults(func=_cmd_similarity)
+
+    d = sub.add_parser("demo", help="every visualization on the bundled model and sample photos")
+    d.add_argument("--out", default="featvis-demo", help="output directory")
+    d.set_defaults(func=_cmd_demo)
+
+    b = sub.add_parser("backends", help="which kernel backends are available here")
+    b.set_defaults(func=_cmd_backends)
+
+    for sp in (s, d):
+        sp.add_argument("--backend", default=None, choices=["cuda", "triton", "cpp", "torch"])
+        sp.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, TypeError, RuntimeError) as exc:
+        print(f"featvis: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""`featvis demo`: every visualization the package has, on the bundled model and sample photos."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .images import load_image
+from .models import load_model
+from .render import grid
+
+DEMO_IMAGES = ("chelsea", "coffee", "astronaut")
+DEMO_LAYERS = ("_blocks.3", "_blocks.10", "_blocks.15")
+
+
+def _reference_pixels(width: int, height: int) -> list[tuple[int, int]]:
+    """Two reference pixels (y, x): the centre and a point in the upper left third."""
+    return [(height // 2, width // 2), (height // 4, width // 4)]
+
+
+def similarity_grid(model, preprocess, device: str = "cpu", backend: str | None = None):
+    """Rows: sample photos; columns: the photo, then a similarity map per (layer, pixel)."""
+    from .cli import similarity_overlay
+
+    tiles, labels = [], []
+    for name in DEMO_IMAGES:
+        image = load_image(name)
+        with torch.no_grad():
+            top1 = int(model(preprocess(image).to(device)).argmax())
+        tiles.append(image)
+        labels.append(f"{name} (class {top1})")
+        for layer in DEMO_LAYERS:
+            for y, x in _reference_pixels(image.width, image.height):
+                tiles.append(similarity_overlay(model, preprocess, image, layer, (y, x), backend=backend, device=device))
+                labels.append(f"{layer} @ y={y},x={x}")
+    columns = 1 + len(DEMO_LAYERS) * 2
+    return grid(tiles, columns, labels, cell=224)
+
+
+def run_demo(out_dir: str = "featvis-demo", device: str = "cpu", backend: str | None = None) -> list[str]:
+    """Write the demo images under out_dir and return their paths."""
+    os.makedirs(out_dir, exist_ok=True)
+    model, preprocess = load_model(device=device)
+    path = os.path.join(out_dir, "similarity_grid.png")
+    similarity_grid(model, preprocess, device, backend).save(path)
+    return [path]

@@ -1,0 +1,136 @@
+"""Per-pixel feature similarity maps, the computation behind IFeaLiD (Zurowietz & Nattkemper 2020).
+
+Given a layer's feature map (C, h, w), every pixel's C-vector is compared with the vector at a
+reference pixel. Preprocessing (norms, normalized copy in the storage dtype, channel-major
+layout) runs once; each query then streams the cached features exactly once through the fused
+kernel (similarity + per-query min/max), and rendering maps the result to RGBA8.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from . import _reference, ops
+from ._backend import resolve_backend
+from ._validate import check_choice, check_feature_map, check_points
+from .render import colormap as _colormap
+
+METRICS = ("cosine", "angular", "dot", "euclidean")
+# metric -> (normalize the cached vectors?, kernel metric code)
+_METRIC_PLAN = {
+    "cosine": (True, _reference.INNER),      # <a,b>/(|a||b|) in [-1, 1]; zero vectors give 0
+    "angular": (True, _reference.ANGULAR),   # IFeaLiD: 1 - acos(cos)/(pi/2) clamped to [0, 1]; zero vectors give 0
+    "dot": (False, _reference.INNER),        # raw inner product <a, b>
+    "euclidean": (False, _reference.EUCLIDEAN),  # distance ||a - b||_2 (small = similar)
+}
+STORAGE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def prepare_features(features: torch.Tensor, metric: str, dtype: torch.dtype) -> torch.Tensor:
+    """(C, h, w) float features -> (C, h*w) contiguous cache in `dtype`, unit-normalized per pixel
+    for cosine/angular (all-zero vectors stay zero)."""
+    normalize, _ = _METRIC_PLAN[metric]
+    flat = features.reshape(features.shape[0], -1).float()
+    if normalize:
+        norms = torch.linalg.vector_norm(flat, dim=0, keepdim=True)
+        flat = flat / torch.where(norms > 0, norms, torch.ones_like(norms))
+    cache = flat.to(dtype).contiguous()
+    if not bool(torch.isfinite(cache).all()):
+        raise ValueError(f"features overflow {dtype} storage for metric {metric!r} "
+                         f"(max |value| {float(flat.abs().max()):.3g}); use dtype=torch.bfloat16 or torch.float32")
+    return cache
+
+
+class FeatureSimilarity:
+    """Cached feature map answering per-pixel similarity queries.
+
+    features: (C, h, w) floating tensor (any device; CUDA tensors run on the GPU backends).
+    metric: cosine | angular (IFeaLiD's formula) | dot | euclidean (a distance).
+    dtype: storage precision of the cache: torch.float32, torch.float16 or torch.bfloat16
+    (accumulation is always float32). backend: cuda | triton | cpp | torch | None (automatic).
+    """
+
+    def __init__(self, features: torch.Tensor, metric: str = "cosine", dtype: torch.dtype = torch.float16,
+                 backend: str | None = None) -> None:
+        check_feature_map(features)
+        check_choice("metric", metric, METRICS)
+        if dtype not in STORAGE_DTYPES:
+            raise TypeError(f"dtype must be one of torch.float32, torch.float16, torch.bfloat16, got {dtype}")
+        self.metric = metric
+        self.dtype = dtype
+        self.channels, self.height, self.width = (int(s) for s in features.shape)
+        self.device = features.device
+        self.backend = resolve_backend(backend, features.device)
+        self._kernel_metric = _METRIC_PLAN[metric][1]
+        self._cache = prepare_features(features.detach(), metric, dtype)
+
+    def __repr__(self) -> str:
+        return (f"FeatureSimilarity(C={self.channels}, h={self.height}, w={self.width}, metric={self.metric!r}, "
+                f"dtype={self.dtype}, backend={self.backend!r}, device={self.device})")
+
+    @property
+    def cache(self) -> torch.Tensor:
+        """The prepared (C, h*w) feature cache in the storage dtype."""
+        return self._cache
+
+    def _query_flat(self, points: object) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        pts, single = check_points(points, self.height, self.width)
+        idx = (pts[:, 0] * self.width + pts[:, 1]).to(self.device)
+        queries = self._cache.index_select(1, idx).t().contiguous()
+        sim, minmax = ops.pixel_similarity(self._cache, queries, self._kernel_metric, self.backend)
+        return sim, minmax, single
+
+    def query(self, points: Sequence[int] | torch.Tensor) -> torch.Tensor:
+        """Similarity of every pixel to the reference pixel(s).
+
+        points: (row, col) -> (h, w) float32; or (Q, 2) rows of (row, col) -> (Q, h, w) float32.
+        """
+        sim, _, single = self._query_flat(points)
+        sim = sim.view(-1, self.height, self.width)
+        return sim[0] if single else sim
+
+    def image_to_cell(self, x: float, y: float, image_size: tuple[int, int]) -> tuple[int, int]:
+        """Image pixel (x, y) of an image of size (width, height) -> feature-map cell (row, col)."""
+        width, height = image_size
+        if width <= 0 or height <= 0:
+            raise ValueError(f"image_size must be positive (width, height), got {image_size}")
+        if not (0 <= x < width and 0 <= y < height):
+            raise ValueError(f"image pixel (x={x}, y={y}) lies outside the {width}x{height} image")
+        return int(y * self.height / height), int(x * self.width / width)
+
+    def query_image_xy(self, x: float, y: float, image_size: tuple[int, int]) -> torch.Tensor:
+        """Similarity map (h, w) for the feature cell under image pixel (x, y); image_size = (width, height)."""
+        return self.query(self.image_to_cell(x, y, image_size))
+
+    def render(self, point: Sequence[int] | torch.Tensor, colormap: str = "fire",
+               stretch: str | tuple[float, float] = "minmax", size: tuple[int, int] | None = None) -> torch.Tensor:
+        """Heat map(s) as uint8 RGBA: (H, W, 4) for one point, (Q, H, W, 4) for (Q, 2) points.
+
+        stretch: "minmax" maps each query's own [min, max] onto the colour map (as IFeaLiD does),
+        or a fixed (lo, hi) range. size: (H, W) to upsample the similarity map bilinearly before
+        colouring (default: the feature map's (h, w)).
+        """
+        lut = _colormap(colormap, self.device)
+        sim, minmax, single = self._query_flat(point)
+        q = sim.shape[0]
+        if stretch == "minmax":
+            lo, hi = minmax[:, 0].contiguous(), minmax[:, 1].contiguous()
+        elif (isinstance(stretch, (tuple, list)) and len(stretch) == 2 and all(map(math.isfinite, stretch))
+              and stretch[0] < stretch[1]):
+            lo = torch.full((q,), float(stretch[0]), device=self.device)
+            hi = torch.full((q,), float(stretch[1]), device=self.device)
+        else:
+            raise ValueError(f"stretch must be 'minmax' or a finite (lo, hi) pair, got {stretch!r} (lo < hi)")
+        height, width = self.height, self.width
+        if size is not None:
+            height, width = (int(s) for s in size)
+            if height <= 0 or width <= 0:
+                raise ValueError(f"size must be a positive (H, W), got {size}")
+            if (height, width) != (self.height, self.width):
+                sim = F.interpolate(sim.view(q, 1, self.height, self.width), size=(height, width),
+                                    mode="bilinear", align_corners=False).reshape(q, -1).contiguous()
+        rgba = ops.colorize(sim, lo, hi, lut, self.backend).view(q, height, width, 4)
+        return rgba[0] if single else rgba
