@@ -15,8 +15,8 @@ def pixel_similarity(features: torch.Tensor, queries: torch.Tensor, metric: int,
     """Similarity of every pixel to every query vector, and its per-query min/max.
 
     features: (C, N) prepared feature cache; queries: (Q, C) in the same storage dtype.
-    metric INNER: s = <f_n, q>; ANGULAR: s = 1 - acos(clamp(<f_n, q>, 0, 1)) / (pi/2) (IFeaLiD,
-    on unit vectors); EUCLIDEAN: s = ||f_n - q||_2. Returns sim (Q, N) and minmax (Q, 2), float32
+    metric INNER: s = <f_n, q>; ANGULAR (IFeaLiD, on unit vectors):
+    s = clamp(1 - acos(clamp(<f_n, q>, 0, 1)) / (pi/2), 0, 1), exactly 0 where <f_n, q> <= 0; EUCLIDEAN: s = ||f_n - q||_2. Returns sim (Q, N) and minmax (Q, 2), float32
     (or compute_dtype when that is float64, for the test oracle).
     """
     f = features.to(compute_dtype)
@@ -27,7 +27,7 @@ def pixel_similarity(features: torch.Tensor, queries: torch.Tensor, metric: int,
     else:
         sim = q @ f
         if metric == ANGULAR:
-            sim = 1.0 - torch.acos(sim.clamp(0.0, 1.0)) * (2.0 / math.pi)
+            sim = (1.0 - torch.acos(sim.clamp(0.0, 1.0)) * (2.0 / math.pi)).clamp(0.0, 1.0)
         elif metric != INNER:
             raise ValueError(f"unknown kernel metric code {metric}")
     out_dtype = torch.float64 if compute_dtype == torch.float64 else torch.float32

@@ -56,6 +56,7 @@ def _similarity_kernel(f_ptr, q_ptr, sim_ptr, part_ptr, C, N, Q, NUM_N_BLOCKS,
     if METRIC == 1:
         x = tl.minimum(tl.maximum(acc, 0.0), 1.0)
         s = 1.0 - _acos01(x) * 0.6366197723675814  # 2/pi
+        s = tl.where(x > 0.0, tl.minimum(tl.maximum(s, 0.0), 1.0), 0.0)  # orthogonal/zero vectors: exactly 0
     elif METRIC == 2:
         s = tl.sqrt_rn(acc)
     else:
@@ -95,28 +96,26 @@ def _similarity_blocks(device: torch.device, q: int) -> tuple[int, int, int, int
     return block_q, max(4, 32 // block_q), 256, 8
 
 
-def similarity_triton(features: torch.Tensor, queries: torch.Tensor, metric: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """features (C, N) and queries (Q, C), contiguous, same dtype -> sim (Q, N) f32, minmax (Q, 2) f32."""
+def similarity_triton(features: torch.Tensor, queries: torch.Tensor, metric: int,
+                      sim: torch.Tensor, minmax: torch.Tensor) -> None:
+    """features (C, N) and queries (Q, C), contiguous, same dtype; writes sim (Q, N) and minmax (Q, 2), f32."""
     C, N = features.shape
     Q = queries.shape[0]
     block_q, block_c, block_n, warps = _similarity_blocks(features.device, Q)
     n_blocks = triton.cdiv(N, block_n)
-    sim = torch.empty((Q, N), dtype=torch.float32, device=features.device)
     partials = torch.empty((Q, n_blocks, 2), dtype=torch.float32, device=features.device)
     grid = (n_blocks, triton.cdiv(Q, block_q))
     _similarity_kernel[grid](features, queries, sim, partials, C, N, Q, n_blocks, METRIC=metric,
                              BLOCK_Q=block_q, BLOCK_C=block_c, BLOCK_N=block_n, num_warps=warps)
-    minmax = torch.stack([partials[:, :, 0].amin(1), partials[:, :, 1].amax(1)], dim=1)
-    return sim, minmax
+    torch.amin(partials[:, :, 0], dim=1, out=minmax[:, 0])
+    torch.amax(partials[:, :, 1], dim=1, out=minmax[:, 1])
 
 
-def colorize_triton(sim: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, lut: torch.Tensor) -> torch.Tensor:
-    """sim (Q, N) f32, lo/hi (Q,) f32, lut (256, 4) uint8 -> (Q, N, 4) uint8."""
+def colorize_triton(sim: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, lut: torch.Tensor, out: torch.Tensor) -> None:
+    """sim (Q, N) f32, lo/hi (Q,) f32, lut (256, 4) uint8; writes RGBA8 into out (Q, N, 4) uint8."""
     Q, N = sim.shape
-    out = torch.empty((Q, N, 4), dtype=torch.uint8, device=sim.device)
     block = 4096 if sim.device.type == "cpu" else 1024
     grid = (triton.cdiv(N, block), Q)
     _colorize_kernel[grid](sim, lo, hi, lut.view(torch.int32).reshape(256), out.view(torch.int32),
                            N, BLOCK=block, enable_fp_fusion=False)
-    return out
 

@@ -6,50 +6,53 @@ implementations make both ops traceable by torch.compile; neither is differentia
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import torch
 
 from .. import _extensions, _reference
 
 
-def _similarity_cpp(features, queries, metric):
-    sim = torch.empty((queries.shape[0], features.shape[1]), dtype=torch.float32)
-    minmax = torch.empty((queries.shape[0], 2), dtype=torch.float32)
-    _extensions.load_cpu().pixel_similarity(features, queries, metric, sim, minmax)
-    return sim, minmax
+def _empty(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Output allocation for every compiled/Triton backend (tests patch it to poison outputs)."""
+    return torch.empty(shape, dtype=dtype, device=device)
 
 
-def _similarity_cuda(features, queries, metric):
-    dev = features.device
-    sim = torch.empty((queries.shape[0], features.shape[1]), dtype=torch.float32, device=dev)
-    minmax = torch.empty((queries.shape[0], 2), dtype=torch.float32, device=dev)
-    _extensions.load_cuda().pixel_similarity(features, queries, metric, sim, minmax)
-    return sim, minmax
+def _cpu_module():
+    return _extensions.load_cpu()
 
 
-def _similarity_triton(features, queries, metric):
-    from featvis_fast.kernels.similarity import similarity_triton
-
-    return similarity_triton(features, queries, metric)
+def _cuda_module():
+    return _extensions.load_cuda()
 
 
-def _colorize_compiled(load):
+def _triton_module():
+    from featvis_fast.kernels import similarity as module
+
+    return SimpleNamespace(pixel_similarity=module.similarity_triton, colorize=module.colorize_triton)
+
+
+def _similarity_launcher(load_module):
+    def run(features, queries, metric):
+        dev = features.device
+        sim = _empty((queries.shape[0], features.shape[1]), torch.float32, dev)
+        minmax = _empty((queries.shape[0], 2), torch.float32, dev)
+        load_module().pixel_similarity(features, queries, metric, sim, minmax)
+        return sim, minmax
+    return run
+
+
+def _colorize_launcher(load_module):
     def run(sim, lo, hi, lut):
-        out = torch.empty((*sim.shape, 4), dtype=torch.uint8, device=sim.device)
-        load().colorize(sim, lo, hi, lut, out)
+        out = _empty((*sim.shape, 4), torch.uint8, sim.device)
+        load_module().colorize(sim, lo, hi, lut, out)
         return out
     return run
 
 
-def _colorize_triton(sim, lo, hi, lut):
-    from featvis_fast.kernels.similarity import colorize_triton
-
-    return colorize_triton(sim, lo, hi, lut)
-
-
-_SIMILARITY = {"torch": _reference.pixel_similarity, "cpp": _similarity_cpp,
-               "cuda": _similarity_cuda, "triton": _similarity_triton}
-_COLORIZE = {"torch": _reference.colorize, "cpp": _colorize_compiled(_extensions.load_cpu),
-             "cuda": _colorize_compiled(_extensions.load_cuda), "triton": _colorize_triton}
+_MODULES = {"cpp": _cpu_module, "cuda": _cuda_module, "triton": _triton_module}
+_SIMILARITY = {"torch": _reference.pixel_similarity, **{k: _similarity_launcher(m) for k, m in _MODULES.items()}}
+_COLORIZE = {"torch": _reference.colorize, **{k: _colorize_launcher(m) for k, m in _MODULES.items()}}
 
 
 @torch.library.custom_op("featvis::pixel_similarity", mutates_args=())
@@ -59,7 +62,7 @@ def pixel_similarity(features: torch.Tensor, queries: torch.Tensor, metric: int,
 
     metric: 0 inner product, 1 IFeaLiD angular similarity (unit vectors), 2 euclidean distance.
     """
-    return _SIMILARITY[backend](features, queries, metric)
+    return _SIMILARITY[backend](features.contiguous(), queries.contiguous(), metric)
 
 
 @pixel_similarity.register_fake
@@ -72,7 +75,8 @@ def _(features, queries, metric, backend):
 def colorize(sim: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, lut: torch.Tensor,
              backend: str) -> torch.Tensor:
     """sim (Q, N) f32, lo/hi (Q,) f32 stretch range, lut (256, 4) uint8 -> RGBA8 (Q, N, 4)."""
-    return _COLORIZE[backend](sim, lo, hi, lut)
+    return _COLORIZE[backend](sim.float().contiguous(), lo.float().contiguous(), hi.float().contiguous(),
+                              lut.contiguous())
 
 
 @colorize.register_fake
