@@ -1,0 +1,58 @@
+"""The `featvis` command end to end on a bundled sample photo."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import featvis_fast as fv
+from featvis_fast.cli import main, similarity_overlay
+
+
+def test_similarity_command_writes_the_overlay(tmp_path):
+    out = tmp_path / "cat.png"
+    rc = main(["similarity", "chelsea", "--layer", "_blocks.10", "--pixel", "150,220", "--out", str(out)])
+    assert rc == 0
+    written = np.asarray(Image.open(out).convert("RGB")).astype(int)
+    photo = np.asarray(fv.sample_image("chelsea")).astype(int)
+    assert written.shape == photo.shape
+    assert np.abs(written - photo).mean() > 10, "no heat map was drawn"
+    model, preprocess = fv.load_model()
+    expected = np.asarray(similarity_overlay(model, preprocess, fv.sample_image("chelsea"), "_blocks.10", (150, 220)))
+    assert np.array_equal(written, expected.astype(int))
+
+
+def test_similarity_command_as_a_process_with_a_file(tmp_path):
+    src = tmp_path / "in.png"
+    fv.sample_image("coffee").resize((160, 120)).save(src)
+    out = tmp_path / "out.png"
+    proc = subprocess.run([sys.executable, "-m", "featvis_fast.cli", "similarity", str(src), "--layer", "_blocks.5",
+                           "--pixel", "60,80", "--metric", "angular", "--colormap", "viridis", "--size", "0",
+                           "--dtype", "bfloat16", "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert Image.open(out).size == (160, 120)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["similarity", "chelsea", "--layer", "_blocks.99", "--pixel", "1,1"], "unknown layer name '_blocks.99'"),
+    (["similarity", "chelsea", "--layer", "_blocks.3", "--pixel", "900,1"], "outside"),
+    (["similarity", "no-such-file.png", "--layer", "_blocks.3", "--pixel", "1,1"], "neither an image file"),
+])
+def test_similarity_command_errors(tmp_path, capsys, argv, message):
+    assert main(argv + ["--out", str(tmp_path / "x.png")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_demo_writes_the_grid(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path)]) == 0
+    grid = Image.open(tmp_path / "similarity_grid.png")
+    assert grid.width > 1000 and grid.height > 500
+    assert str(tmp_path / "similarity_grid.png") in capsys.readouterr().out
+
+
+def test_backends_command(capsys):
+    assert main(["backends"]) == 0
+    out = capsys.readouterr().out
+    assert "torch" in out and "cpp" in out and "triton" in out and "cuda" in out
