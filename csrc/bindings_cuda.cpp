@@ -1,0 +1,100 @@
+// Torch glue for the CUDA backend: argument checks, device guard and current stream, then the
+// torch-free C ABI of similarity_cuda.cu (see similarity_cuda.h). Built JIT as `featvis_cuda`.
+#include <torch/extension.h>
+
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+
+#include <cstdint>
+#include <limits>
+
+#include "similarity_cuda.h"
+
+namespace {
+
+void check_tensor(const at::Tensor& t, const char* name, const at::Device& device) {
+  TORCH_CHECK(t.is_cuda(), "featvis_cuda: ", name, " must be a CUDA tensor, got ", t.device());
+  TORCH_CHECK(t.device() == device, "featvis_cuda: ", name, " must be on ", device, ", got ", t.device());
+  TORCH_CHECK(t.is_contiguous(), "featvis_cuda: ", name, " must be contiguous");
+}
+
+void check_shape(const at::Tensor& t, const char* name, at::ScalarType dtype, at::IntArrayRef shape) {
+  TORCH_CHECK(t.scalar_type() == dtype, "featvis_cuda: ", name, " must be ", dtype, ", got ", t.scalar_type());
+  TORCH_CHECK(t.sizes() == shape, "featvis_cuda: ", name, " must have shape ", shape, ", got ", t.sizes());
+}
+
+int dtype_code(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return FEATVIS_DTYPE_FLOAT32;
+    case at::kHalf: return FEATVIS_DTYPE_FLOAT16;
+    case at::kBFloat16: return FEATVIS_DTYPE_BFLOAT16;
+    default: break;
+  }
+  TORCH_CHECK(false, "featvis_cuda: features must be float32, float16 or bfloat16, got ", t);
+  return -1;
+}
+
+void* current_stream() { return static_cast<void*>(at::cuda::getCurrentCUDAStream().stream()); }
+
+constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
+
+}  // namespace
+
+void pixel_similarity(const at::Tensor& features, const at::Tensor& queries, int64_t metric,
+                      const at::Tensor& sim_out, const at::Tensor& minmax_out) {
+  const at::Device device = features.device();
+  check_tensor(features, "features", device);
+  check_tensor(queries, "queries", device);
+  check_tensor(sim_out, "sim_out", device);
+  check_tensor(minmax_out, "minmax_out", device);
+  TORCH_CHECK(features.dim() == 2, "featvis_cuda: features must be (C, N), got ", features.sizes());
+  TORCH_CHECK(queries.dim() == 2, "featvis_cuda: queries must be (Q, C), got ", queries.sizes());
+  const int64_t C = features.size(0), N = features.size(1), Q = queries.size(0);
+  TORCH_CHECK(queries.size(1) == C, "featvis_cuda: queries must be (Q, ", C, "), got ", queries.sizes());
+  TORCH_CHECK(queries.scalar_type() == features.scalar_type(), "featvis_cuda: queries dtype ",
+              queries.scalar_type(), " != features dtype ", features.scalar_type());
+  const int dtype = dtype_code(features.scalar_type());
+  TORCH_CHECK(metric >= FEATVIS_METRIC_INNER && metric <= FEATVIS_METRIC_EUCLIDEAN,
+              "featvis_cuda: metric must be 0 (inner), 1 (angular) or 2 (euclidean), got ", metric);
+  check_shape(sim_out, "sim_out", at::kFloat, {Q, N});
+  check_shape(minmax_out, "minmax_out", at::kFloat, {Q, 2});
+  TORCH_CHECK(C <= kInt32Max && N <= kInt32Max, "featvis_cuda: C and N must be < 2^31");
+
+  const c10::cuda::CUDAGuard guard(device);
+  const int err = featvis_pixel_similarity_cuda(features.data_ptr(), queries.data_ptr(), C, N, Q, dtype,
+                                                static_cast<int>(metric), sim_out.data_ptr<float>(),
+                                                minmax_out.data_ptr<float>(), current_stream());
+  TORCH_CHECK(err == 0, "featvis_cuda: pixel_similarity failed: ", featvis_cuda_error_string(err));
+}
+
+void colorize(const at::Tensor& sim, const at::Tensor& lo, const at::Tensor& hi, const at::Tensor& lut,
+              const at::Tensor& rgba_out) {
+  const at::Device device = sim.device();
+  check_tensor(sim, "sim", device);
+  check_tensor(lo, "lo", device);
+  check_tensor(hi, "hi", device);
+  check_tensor(lut, "lut", device);
+  check_tensor(rgba_out, "rgba_out", device);
+  TORCH_CHECK(sim.dim() == 2, "featvis_cuda: sim must be (Q, N), got ", sim.sizes());
+  const int64_t Q = sim.size(0), N = sim.size(1);
+  check_shape(sim, "sim", at::kFloat, {Q, N});
+  check_shape(lo, "lo", at::kFloat, {Q});
+  check_shape(hi, "hi", at::kFloat, {Q});
+  check_shape(lut, "lut", at::kByte, {256, 4});
+  check_shape(rgba_out, "rgba_out", at::kByte, {Q, N, 4});
+  TORCH_CHECK(N <= kInt32Max, "featvis_cuda: N must be < 2^31");
+
+  const c10::cuda::CUDAGuard guard(device);
+  const int err = featvis_colorize_cuda(sim.data_ptr<float>(), lo.data_ptr<float>(), hi.data_ptr<float>(),
+                                        lut.data_ptr<uint8_t>(), rgba_out.data_ptr<uint8_t>(), Q, N,
+                                        current_stream());
+  TORCH_CHECK(err == 0, "featvis_cuda: colorize failed: ", featvis_cuda_error_string(err));
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("pixel_similarity", &pixel_similarity,
+        "sim_out[q, n] = metric(features[:, n], queries[q]); minmax_out[q] = (min, max) of sim_out[q]",
+        py::arg("features"), py::arg("queries"), py::arg("metric"), py::arg("sim_out"), py::arg("minmax_out"));
+  m.def("colorize", &colorize, "rgba_out[q, n] = lut[index of sim[q, n] in [lo[q], hi[q]]]", py::arg("sim"),
+        py::arg("lo"), py::arg("hi"), py::arg("lut"), py::arg("rgba_out"));
+}

@@ -1,0 +1,46 @@
+/* featvis-fast CUDA backend: torch-free C ABI (implemented in similarity_cuda.cu).
+ *
+ * All pointers are device pointers to C-contiguous buffers; `stream` is a cudaStream_t passed as
+ * void*. Every function returns a cudaError_t value as int (0 == cudaSuccess); argument errors
+ * return cudaErrorInvalidValue (1). Work is only enqueued on `stream` (no synchronisation).
+ */
+#ifndef FEATVIS_SIMILARITY_CUDA_H_
+#define FEATVIS_SIMILARITY_CUDA_H_
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* dtype codes for features/queries */
+#define FEATVIS_DTYPE_FLOAT32 0
+#define FEATVIS_DTYPE_FLOAT16 1
+#define FEATVIS_DTYPE_BFLOAT16 2
+
+/* similarity metrics */
+#define FEATVIS_METRIC_INNER 0     /* s = sum_c f[c,n] * q[c]                     (fp32 accumulate) */
+#define FEATVIS_METRIC_ANGULAR 1   /* s = 1 - acosf(clamp(inner, 0, 1)) * (2/pi)                   */
+#define FEATVIS_METRIC_EUCLIDEAN 2 /* s = sqrtf(sum_c (f[c,n] - q[c])^2)         (fp32 accumulate) */
+
+/* features: (C, N) of `dtype`; queries: (Q, C) of `dtype`;
+ * sim_out: (Q, N) float32, fully written; minmax_out: (Q, 2) float32 = [min_n, max_n] of sim_out[q].
+ * Requires 0 <= N <= INT32_MAX, 0 <= C <= INT32_MAX, 0 <= Q <= 524280. */
+int featvis_pixel_similarity_cuda(const void* features, const void* queries, int64_t C, int64_t N,
+                                  int64_t Q, int dtype, int metric, float* sim_out,
+                                  float* minmax_out, void* stream);
+
+/* sim: (Q, N) float32; lo, hi: (Q,) float32; lut: (256, 4) uint8; rgba_out: (Q, N, 4) uint8.
+ * scale = hi > lo ? 255/(hi-lo) : 0; idx = (int)clamp((s-lo)*scale + 0.5, 0, 255) (NaN -> 0);
+ * rgba_out[q, n, :] = lut[idx, :]. Requires 0 <= N <= INT32_MAX. */
+int featvis_colorize_cuda(const float* sim, const float* lo, const float* hi, const uint8_t* lut,
+                          uint8_t* rgba_out, int64_t Q, int64_t N, void* stream);
+
+/* Human-readable message for a code returned above (cudaGetErrorString). */
+const char* featvis_cuda_error_string(int err);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* FEATVIS_SIMILARITY_CUDA_H_ */
