@@ -169,7 +169,7 @@ __device__ __forceinline__ float max_slot_nan() { return __int_as_float(0x7fffff
 // so that it does not depend on how acosf(0) is rounded under --use_fast_math.
 __device__ __forceinline__ float angular_from_inner(float a) {
   const float x = fminf(fmaxf(a, 0.0f), 1.0f);
-  return x == 0.0f ? 0.0f : __fsub_rn(1.0f, __fmul_rn(acosf(x), kTwoOverPi));
+  return x == 0.0f ? 0.0f : fminf(fmaxf(__fsub_rn(1.0f, __fmul_rn(acosf(x), kTwoOverPi)), 0.0f), 1.0f);
 }
 
 // ---------------------------------------------------------------------------------------------

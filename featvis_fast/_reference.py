@@ -47,7 +47,8 @@ def colorize(sim: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, lut: torch.T
     lo = lo.float()[:, None]
     hi = hi.float()[:, None]
     span = hi - lo
-    scale = torch.where(span > 0, 255.0 / span, torch.zeros_like(span))
+    # a true division: torch computes `255.0 / span` as 255 * reciprocal(span), which rounds differently
+    scale = torch.where(span > 0, torch.full_like(span, 255.0) / span, torch.zeros_like(span))
     t = (sim - lo) * scale + 0.5
     t = torch.nan_to_num(t, nan=0.0).clamp(0.0, 255.0)
     return lut[t.to(torch.int64)]

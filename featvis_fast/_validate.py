@@ -32,6 +32,11 @@ def check_feature_map(features: object, name: str = "features") -> torch.Tensor:
 
 def check_points(points: object, height: int, width: int) -> tuple[torch.Tensor, bool]:
     """(i, j) or a (Q, 2) array of (row, col) cells -> (Q, 2) int64 tensor and whether one was given."""
+    if isinstance(points, (tuple, list)) and len(points) == 2 and all(type(v) is int for v in points):
+        i, j = points  # the per-hover fast path: no tensor ops
+        if not (0 <= i < height and 0 <= j < width):
+            raise ValueError(f"point (row, col) = {(i, j)} lies outside the {height}x{width} feature map")
+        return torch.tensor([[i, j]]), True
     t = torch.as_tensor(points.cpu() if isinstance(points, torch.Tensor) else points)
     if t.dtype == torch.bool or t.is_complex() or (t.is_floating_point() and not bool((t == t.round()).all())):
         raise TypeError(f"points must be integer (row, col) cells, got {t.dtype} values")
