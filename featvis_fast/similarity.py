@@ -26,22 +26,38 @@ _METRIC_PLAN = {
     "dot": (False, _reference.INNER),        # raw inner product <a, b>
     "euclidean": (False, _reference.EUCLIDEAN),  # distance ||a - b||_2 (small = similar)
 }
-STORAGE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+STORAGE_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.int8)
 
 
-def prepare_features(features: torch.Tensor, metric: str, dtype: torch.dtype) -> torch.Tensor:
-    """(C, h, w) float features -> (C, h*w) contiguous cache in `dtype`, unit-normalized per pixel
-    for cosine/angular (all-zero vectors stay zero)."""
+def quantize_int8(flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(C, N) float -> int8 codes (C, N) and per-pixel float32 scales (N,): x ~ codes * scale.
+
+    Symmetric per-pixel quantization: each pixel's largest |component| maps to 127 (IFeaLiD
+    stores features as 8-bit too, with one global range; a per-pixel range keeps more precision).
+    """
+    peak = flat.abs().amax(dim=0)
+    scales = peak / 127.0
+    codes = torch.round(flat / torch.where(peak > 0, scales, torch.ones_like(scales))).clamp_(-127, 127)
+    return codes.to(torch.int8).contiguous(), scales.float().contiguous()
+
+
+def prepare_features(features: torch.Tensor, metric: str, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(C, h, w) float features -> (C, h*w) contiguous cache in `dtype` (unit-normalized per pixel
+    for cosine/angular; all-zero vectors stay zero), plus per-pixel scales (N,) for int8 storage."""
     normalize, _ = _METRIC_PLAN[metric]
     flat = features.reshape(features.shape[0], -1).float()
     if normalize:
         norms = torch.linalg.vector_norm(flat, dim=0, keepdim=True)
         flat = flat / torch.where(norms > 0, norms, torch.ones_like(norms))
+    if dtype == torch.int8:
+        if metric == "euclidean":
+            raise ValueError("int8 storage supports the cosine, angular and dot metrics, not euclidean")
+        return quantize_int8(flat)
     cache = flat.to(dtype).contiguous()
     if not bool(torch.isfinite(cache).all()):
         raise ValueError(f"features overflow {dtype} storage for metric {metric!r} "
                          f"(max |value| {float(flat.abs().max()):.3g}); use dtype=torch.bfloat16 or torch.float32")
-    return cache
+    return cache, None
 
 
 class FeatureSimilarity:
@@ -49,8 +65,9 @@ class FeatureSimilarity:
 
     features: (C, h, w) floating tensor (any device; CUDA tensors run on the GPU backends).
     metric: cosine | angular (IFeaLiD's formula) | dot | euclidean (a distance).
-    dtype: storage precision of the cache: torch.float32, torch.float16 or torch.bfloat16
-    (accumulation is always float32). backend: cuda | triton | cpp | torch | None (automatic).
+    dtype: storage precision of the cache: torch.float32, torch.float16, torch.bfloat16 (float32
+    accumulation) or torch.int8 (per-pixel scaled 8-bit codes, exact integer accumulation; half
+    the memory traffic of float16; not for euclidean). backend: cuda | triton | cpp | torch | None (automatic).
     """
 
     def __init__(self, features: torch.Tensor, metric: str = "cosine", dtype: torch.dtype = torch.float16,
@@ -58,14 +75,14 @@ class FeatureSimilarity:
         check_feature_map(features)
         check_choice("metric", metric, METRICS)
         if dtype not in STORAGE_DTYPES:
-            raise TypeError(f"dtype must be one of torch.float32, torch.float16, torch.bfloat16, got {dtype}")
+            raise TypeError(f"dtype must be one of torch.float32, torch.float16, torch.bfloat16, torch.int8, got {dtype}")
         self.metric = metric
         self.dtype = dtype
         self.channels, self.height, self.width = (int(s) for s in features.shape)
         self.device = features.device
         self.backend = resolve_backend(backend, features.device)
         self._kernel_metric = _METRIC_PLAN[metric][1]
-        self._cache = prepare_features(features.detach(), metric, dtype)
+        self._cache, self._scales = prepare_features(features.detach(), metric, dtype)
 
     def __repr__(self) -> str:
         return (f"FeatureSimilarity(C={self.channels}, h={self.height}, w={self.width}, metric={self.metric!r}, "
@@ -73,14 +90,21 @@ class FeatureSimilarity:
 
     @property
     def cache(self) -> torch.Tensor:
-        """The prepared (C, h*w) feature cache in the storage dtype."""
+        """The prepared (C, h*w) feature cache in the storage dtype (int8: codes; see `scales`)."""
         return self._cache
+
+    @property
+    def scales(self) -> torch.Tensor | None:
+        """Per-pixel (h*w,) float32 scales of int8 storage (codes * scale ~ vector), else None."""
+        return self._scales
 
     def _query_flat(self, points: object) -> tuple[torch.Tensor, torch.Tensor, bool]:
         pts, single = check_points(points, self.height, self.width)
         idx = (pts[:, 0] * self.width + pts[:, 1]).to(self.device)
         queries = self._cache.index_select(1, idx).t().contiguous()
-        sim, minmax = ops.pixel_similarity(self._cache, queries, self._kernel_metric, self.backend)
+        query_scales = None if self._scales is None else self._scales.index_select(0, idx)
+        sim, minmax = ops.pixel_similarity(self._cache, queries, self._kernel_metric, self._scales, query_scales,
+                                           self.backend)
         return sim, minmax, single
 
     def query(self, points: Sequence[int] | torch.Tensor) -> torch.Tensor:

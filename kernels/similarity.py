@@ -31,28 +31,35 @@ def _acos01(x):
 
 
 @triton.jit
-def _similarity_kernel(f_ptr, q_ptr, sim_ptr, part_ptr, C, N, Q, NUM_N_BLOCKS,
-                       METRIC: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_C: tl.constexpr,
-                       BLOCK_N: tl.constexpr):
+def _similarity_kernel(f_ptr, q_ptr, scale_ptr, qscale_ptr, sim_ptr, part_ptr, C, N, Q, NUM_N_BLOCKS,
+                       METRIC: tl.constexpr, INT8: tl.constexpr, BLOCK_Q: tl.constexpr,
+                       BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr):
     pid_n = tl.program_id(0)
     pid_q = tl.program_id(1)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_q = pid_q * BLOCK_Q + tl.arange(0, BLOCK_Q)
     mask_n = offs_n < N
     mask_q = offs_q < Q
-    acc = tl.zeros((BLOCK_Q, BLOCK_N), dtype=tl.float32)
+    acc = tl.zeros((BLOCK_Q, BLOCK_N), dtype=tl.int32 if INT8 else tl.float32)
     for c0 in range(0, C, BLOCK_C):
         offs_c = c0 + tl.arange(0, BLOCK_C)
         mask_c = offs_c < C
         f = tl.load(f_ptr + offs_c.to(tl.int64)[:, None] * N + offs_n[None, :],
-                    mask=mask_c[:, None] & mask_n[None, :], other=0.0).to(tl.float32)
+                    mask=mask_c[:, None] & mask_n[None, :], other=0)
         q = tl.load(q_ptr + offs_q.to(tl.int64)[:, None] * C + offs_c[None, :],
-                    mask=mask_q[:, None] & mask_c[None, :], other=0.0).to(tl.float32)
+                    mask=mask_q[:, None] & mask_c[None, :], other=0)
+        # int8: exact int32 sums; float storage: float32 accumulation
+        f = f.to(tl.int32) if INT8 else f.to(tl.float32)
+        q = q.to(tl.int32) if INT8 else q.to(tl.float32)
         if METRIC == 2:
             d = f[None, :, :] - q[:, :, None]
             acc += tl.sum(d * d, axis=1)
         else:
             acc += tl.sum(q[:, :, None] * f[None, :, :], axis=1)
+    if INT8:  # (float(sum) * scale[n]) * query_scale[q], two roundings in this order
+        scale = tl.load(scale_ptr + offs_n, mask=mask_n, other=0.0)
+        qscale = tl.load(qscale_ptr + offs_q, mask=mask_q, other=0.0)
+        acc = (acc.to(tl.float32) * scale[None, :]) * qscale[:, None]
     if METRIC == 1:
         x = tl.minimum(tl.maximum(acc, 0.0), 1.0)
         s = 1.0 - _acos01(x) * 0.6366197723675814  # 2/pi
@@ -96,17 +103,21 @@ def _similarity_blocks(device: torch.device, q: int) -> tuple[int, int, int, int
     return block_q, max(4, 32 // block_q), 256, 8
 
 
-def similarity_triton(features: torch.Tensor, queries: torch.Tensor, metric: int,
-                      sim: torch.Tensor, minmax: torch.Tensor) -> None:
-    """features (C, N) and queries (Q, C), contiguous, same dtype; writes sim (Q, N) and minmax (Q, 2), f32."""
+def similarity_triton(features: torch.Tensor, queries: torch.Tensor, metric: int, scales: torch.Tensor | None,
+                      query_scales: torch.Tensor | None, sim: torch.Tensor, minmax: torch.Tensor) -> None:
+    """features (C, N) and queries (Q, C), contiguous, same dtype (int8 with (N,) scales and (Q,)
+    query_scales); writes sim (Q, N) and minmax (Q, 2), float32."""
     C, N = features.shape
     Q = queries.shape[0]
     block_q, block_c, block_n, warps = _similarity_blocks(features.device, Q)
     n_blocks = triton.cdiv(N, block_n)
     partials = torch.empty((Q, n_blocks, 2), dtype=torch.float32, device=features.device)
     grid = (n_blocks, triton.cdiv(Q, block_q))
-    _similarity_kernel[grid](features, queries, sim, partials, C, N, Q, n_blocks, METRIC=metric,
-                             BLOCK_Q=block_q, BLOCK_C=block_c, BLOCK_N=block_n, num_warps=warps)
+    int8 = features.dtype == torch.int8
+    _similarity_kernel[grid](features, queries, scales if int8 else sim, query_scales if int8 else sim,
+                             sim, partials, C, N, Q, n_blocks, METRIC=metric, INT8=int8,
+                             BLOCK_Q=block_q, BLOCK_C=block_c, BLOCK_N=block_n, num_warps=warps,
+                             enable_fp_fusion=False)
     torch.amin(partials[:, :, 0], dim=1, out=minmax[:, 0])
     torch.amax(partials[:, :, 1], dim=1, out=minmax[:, 1])
 

@@ -17,12 +17,12 @@ def angular_bounds(x: torch.Tensor, slack: float) -> tuple[torch.Tensor, torch.T
 def assert_similarity_close(sim: torch.Tensor, features: torch.Tensor, queries: torch.Tensor, metric: int,
                             rtol: float = 2e-6) -> None:
     """sim (from a float32-accumulating kernel) against the float64 reference on the same stored values."""
-    ref, _ = _reference.pixel_similarity(features, queries, metric, torch.float64)
+    ref, _ = _reference.pixel_similarity(features, queries, metric, compute_dtype=torch.float64)
     assert sim.shape == ref.shape and sim.dtype == torch.float32
     assert bool(torch.isfinite(sim).all()), "non-finite (unwritten?) similarity values"
     f64 = features.double()
     if metric == _reference.ANGULAR:
-        inner, _ = _reference.pixel_similarity(features, queries, _reference.INNER, torch.float64)
+        inner, _ = _reference.pixel_similarity(features, queries, _reference.INNER, compute_dtype=torch.float64)
         slack = rtol * 4 * (queries.double().abs() @ f64.abs()).max().item() + 1e-7
         lo, hi = angular_bounds(inner, slack)
         s = sim.double().cpu()

@@ -208,3 +208,31 @@ def test_backends_report():
     assert report["torch"].available and "cpu" in report["torch"].devices
     for status in report.values():
         assert status.available or status.reason != "ok"
+
+
+@pytest.mark.parametrize("device,backend", backend_params())
+@pytest.mark.parametrize("metric", ["cosine", "angular", "dot"])
+def test_int8_storage_within_quantization_bound(device, backend, metric, poison_outputs):
+    f = _features(C=37, seed=5)
+    sim = FeatureSimilarity(f.to(device), metric=metric, dtype=torch.int8, backend=backend)
+    flat = f.reshape(37, -1).double()
+    if metric != "dot":
+        flat = flat / flat.norm(dim=0, keepdim=True).clamp_min(1e-300)
+    codes, scales = sim.cache.cpu().double(), sim.scales.cpu().double()
+    assert sim.cache.dtype == torch.int8 and codes.abs().max() <= 127
+    assert torch.all((codes * scales - flat).abs() <= scales / 2 + 1e-12), "codes * scale must round-trip"
+    for point in [(5, 7), (0, 0)]:
+        k = point[0] * 13 + point[1]
+        # |<a,b> - <a^,b^>| <= sum |a||db| + |b^||da|, with |d| <= scale / 2 per component
+        bound = (0.5 * scales[k] * flat.abs().sum(0) + 0.5 * scales * (codes[:, k] * scales[k]).abs().sum()) + 1e-6
+        base = "cosine" if metric == "angular" else metric
+        exact = _oracle(f, point, base).reshape(-1)
+        got = sim.query(point).cpu().double().reshape(-1)
+        if metric == "angular":
+            lo = (1 - torch.acos((exact - bound).clamp(0, 1)) / (math.pi / 2)) - 1e-6
+            hi = (1 - torch.acos((exact + bound).clamp(0, 1)) / (math.pi / 2)) + 1e-6
+            assert bool(((got >= lo) & (got <= hi)).all())
+        else:
+            assert bool(((got - exact).abs() <= bound).all())
+    with pytest.raises(ValueError, match="euclidean"):
+        FeatureSimilarity(f, metric="euclidean", dtype=torch.int8)

@@ -31,7 +31,7 @@ def _inputs(C, N, Q, dtype, metric, device, gen):
 def test_pixel_similarity_matches_float64_reference(device, backend, dtype, metric, shape, poison_outputs):
     gen = torch.Generator().manual_seed(hash((shape, metric, str(dtype))) % 2**31)
     f, q = _inputs(*shape, dtype, metric, device, gen)
-    sim, minmax = ops.pixel_similarity(f, q, metric, backend)
+    sim, minmax = ops.pixel_similarity(f, q, metric, None, None, backend)
     assert_similarity_close(sim, f.cpu(), q.cpu(), metric)
     assert minmax.shape == (shape[2], 2)
     assert torch.equal(minmax[:, 0], sim.amin(1)) and torch.equal(minmax[:, 1], sim.amax(1))
@@ -44,7 +44,7 @@ def test_pixel_similarity_non_contiguous_inputs(device, backend, poison_outputs)
     f = base[::2]                      # stride-2 rows
     q = base[:, :5].t()[:, ::2]        # transposed, strided
     assert not f.is_contiguous() and not q.is_contiguous()
-    sim, _ = ops.pixel_similarity(f, q, _reference.INNER, backend)
+    sim, _ = ops.pixel_similarity(f, q, _reference.INNER, None, None, backend)
     assert_similarity_close(sim, f.cpu().contiguous(), q.cpu().contiguous(), _reference.INNER)
 
 
@@ -55,7 +55,7 @@ def test_zero_vectors_give_zero_angular_and_inner(device, backend, poison_output
     f[:, [3, 17, 49]] = 0
     q = f[:, [3, 5]].t().contiguous()
     for metric in (_reference.INNER, _reference.ANGULAR):
-        sim, _ = ops.pixel_similarity(f.to(device), q.to(device), metric, backend)
+        sim, _ = ops.pixel_similarity(f.to(device), q.to(device), metric, None, None, backend)
         sim = sim.cpu()
         assert torch.all(sim[0] == 0), "a zero query vector must give 0 everywhere"
         assert torch.all(sim[1, [3, 17, 49]] == 0), "zero pixels must give 0"
@@ -84,9 +84,9 @@ def test_colorize_matches_reference_exactly(device, backend, name, poison_output
 def test_opcheck(device, backend):
     f = torch.randn(9, 37).to(device)
     q = f[:, :3].t().contiguous()
-    torch.library.opcheck(ops.pixel_similarity, (f, q, 0, backend))
-    torch.library.opcheck(ops.pixel_similarity, (f.half(), q.half(), 2, backend))
-    sim, mm = ops.pixel_similarity(f, q, 0, backend)
+    torch.library.opcheck(ops.pixel_similarity, (f, q, 0, None, None, backend))
+    torch.library.opcheck(ops.pixel_similarity, (f.half(), q.half(), 2, None, None, backend))
+    sim, mm = ops.pixel_similarity(f, q, 0, None, None, backend)
     torch.library.opcheck(ops.colorize, (sim, mm[:, 0].contiguous(), mm[:, 1].contiguous(),
                                          colormap("fire", device), backend))
 
@@ -97,8 +97,54 @@ def test_ops_trace_under_torch_compile_fullgraph():
     lut = colormap("magma")
 
     def pipeline(features, queries):
-        sim, mm = ops.pixel_similarity(features, queries, 0, "torch")
+        sim, mm = ops.pixel_similarity(features, queries, 0, None, None, "torch")
         return ops.colorize(sim, mm[:, 0], mm[:, 1], lut, "torch")
 
     compiled = torch.compile(pipeline, fullgraph=True, backend="aot_eager")
     assert torch.equal(compiled(f, q), pipeline(f, q))
+
+
+def _int8_inputs(C, N, Q, gen, device):
+    f = torch.randint(-127, 128, (C, N), generator=gen, dtype=torch.int8)
+    f[:, N // 2] = 0  # an all-zero pixel
+    scales = torch.rand(N, generator=gen) / 127
+    cols = torch.randint(0, N, (Q,), generator=gen)
+    q = f[:, cols].t().contiguous()
+    return f.to(device), q.to(device), scales.to(device), scales[cols].contiguous().to(device)
+
+
+@pytest.mark.parametrize("device,backend", backend_params())
+@pytest.mark.parametrize("metric", [_reference.INNER, _reference.ANGULAR], ids=["inner", "angular"])
+@pytest.mark.parametrize("shape", SHAPES + [(1031, 33, 2)], ids=lambda s: "C%d-N%d-Q%d" % s)
+def test_int8_storage_is_exact_integer_accumulation(device, backend, metric, shape, poison_outputs):
+    gen = torch.Generator().manual_seed(11 + shape[0] * 7 + shape[1])
+    f, q, sc, qsc = _int8_inputs(*shape, gen, device)
+    sim, minmax = ops.pixel_similarity(f, q, metric, sc, qsc, backend)
+    # exact integer sums, then (float32(sum) * scale[n]) * query_scale[q]: every backend bit for bit
+    ref, _ = _reference.pixel_similarity(f.cpu(), q.cpu(), _reference.INNER, sc.cpu(), qsc.cpu())
+    if metric == _reference.INNER:
+        assert torch.equal(sim.cpu(), ref)
+    else:
+        from _oracle import angular_bounds
+        lo, hi = angular_bounds(ref.double(), 1e-7)
+        assert bool(((sim.cpu().double() >= lo) & (sim.cpu().double() <= hi)).all())
+    assert torch.equal(minmax[:, 0], sim.amin(1)) and torch.equal(minmax[:, 1], sim.amax(1))
+
+
+@pytest.mark.parametrize("device,backend", backend_params())
+def test_int8_argument_errors(device, backend):
+    gen = torch.Generator().manual_seed(1)
+    f, q, sc, qsc = _int8_inputs(5, 9, 2, gen, device)
+    with pytest.raises(ValueError, match="euclidean"):
+        ops.pixel_similarity(f, q, _reference.EUCLIDEAN, sc, qsc, backend)
+    with pytest.raises(ValueError, match="scales"):
+        ops.pixel_similarity(f, q, _reference.INNER, None, None, backend)
+    with pytest.raises(ValueError, match="only used with int8"):
+        ops.pixel_similarity(f.float(), q.float(), _reference.INNER, sc, qsc, backend)
+
+
+@pytest.mark.parametrize("device,backend", backend_params())
+def test_opcheck_int8(device, backend):
+    gen = torch.Generator().manual_seed(2)
+    f, q, sc, qsc = _int8_inputs(13, 29, 3, gen, device)
+    torch.library.opcheck(ops.pixel_similarity, (f, q, 1, sc, qsc, backend))

@@ -7,6 +7,7 @@ implementations make both ops traceable by torch.compile; neither is differentia
 from __future__ import annotations
 
 from types import SimpleNamespace
+from typing import Optional
 
 import torch
 
@@ -33,11 +34,11 @@ def _triton_module():
 
 
 def _similarity_launcher(load_module):
-    def run(features, queries, metric):
+    def run(features, queries, metric, scales, query_scales):
         dev = features.device
         sim = _empty((queries.shape[0], features.shape[1]), torch.float32, dev)
         minmax = _empty((queries.shape[0], 2), torch.float32, dev)
-        load_module().pixel_similarity(features, queries, metric, sim, minmax)
+        load_module().pixel_similarity(features, queries, metric, scales, query_scales, sim, minmax)
         return sim, minmax
     return run
 
@@ -56,17 +57,26 @@ _COLORIZE = {"torch": _reference.colorize, **{k: _colorize_launcher(m) for k, m 
 
 
 @torch.library.custom_op("featvis::pixel_similarity", mutates_args=())
-def pixel_similarity(features: torch.Tensor, queries: torch.Tensor, metric: int,
-                     backend: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """features (C, N), queries (Q, C), contiguous, same dtype -> sim (Q, N) f32, minmax (Q, 2) f32.
+def pixel_similarity(features: torch.Tensor, queries: torch.Tensor, metric: int, scales: Optional[torch.Tensor],
+                     query_scales: Optional[torch.Tensor], backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """features (C, N), queries (Q, C), same dtype -> sim (Q, N) f32, minmax (Q, 2) f32.
 
     metric: 0 inner product, 1 IFeaLiD angular similarity (unit vectors), 2 euclidean distance.
+    int8 storage carries per-pixel scales (N,) and query_scales (Q,) (None for float storage).
     """
-    return _SIMILARITY[backend](features.contiguous(), queries.contiguous(), metric)
+    if features.dtype == torch.int8:
+        if metric == _reference.EUCLIDEAN:
+            raise ValueError("euclidean is not supported with int8 storage")
+        if scales is None or query_scales is None:
+            raise ValueError("int8 storage needs scales (N,) and query_scales (Q,)")
+        scales, query_scales = scales.float().contiguous(), query_scales.float().contiguous()
+    elif scales is not None or query_scales is not None:
+        raise ValueError(f"scales are only used with int8 storage, not {features.dtype}")
+    return _SIMILARITY[backend](features.contiguous(), queries.contiguous(), metric, scales, query_scales)
 
 
 @pixel_similarity.register_fake
-def _(features, queries, metric, backend):
+def _(features, queries, metric, scales, query_scales, backend):
     q, n = queries.shape[0], features.shape[1]
     return features.new_empty((q, n), dtype=torch.float32), features.new_empty((q, 2), dtype=torch.float32)
 
