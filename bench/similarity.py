@@ -26,6 +26,7 @@ from featvis_fast import _backend  # noqa: E402
 CPU_SHAPES = [(256, 256, 256), (1024, 128, 128), (2048, 64, 64)]
 GPU_SHAPES = CPU_SHAPES + [(2048, 256, 256), (1024, 512, 512), (2048, 512, 512), (2048, 1024, 1024)]
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+OUR_DTYPES = DTYPES | {"int8": torch.int8}
 
 
 def torch_pipeline(features: torch.Tensor, dtype: torch.dtype, lut: torch.Tensor):
@@ -86,11 +87,12 @@ def bench_shape(shape, device, repeats, include_cosine) -> list[dict]:
             record("torch pipeline", dname, task, median_seconds(lambda: fn(*point, render), device, repeats),
                    C * h * w * dtype.itemsize)
         for backend in our_backends(device):
-            for dname, dtype in DTYPES.items():
+            for dname, dtype in OUR_DTYPES.items():
                 sim = fv.FeatureSimilarity(features, metric="cosine", dtype=dtype, backend=backend)
                 fn = (lambda: sim.render(point)) if render else (lambda: sim.query(point))
+                scale_bytes = h * w * 4 if dtype == torch.int8 else 0
                 record(f"featvis {backend}", dname, task, median_seconds(fn, device, repeats),
-                       C * h * w * dtype.itemsize)
+                       C * h * w * dtype.itemsize + scale_bytes)
     return rows
 
 

@@ -12,7 +12,7 @@ from . import backends, extract, load_image, load_model, overlay
 from .render import COLORMAPS
 from .similarity import METRICS, FeatureSimilarity
 
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "int8": torch.int8}
 
 
 def _pixel(text: str) -> tuple[int, int]:
