@@ -61,19 +61,27 @@ def overlay(image: Image.Image, rgba: torch.Tensor | np.ndarray, alpha: float = 
 
 def grid(images: Sequence[Image.Image], columns: int, labels: Sequence[str] | None = None,
          cell: int = 256, pad: int = 4) -> Image.Image:
-    """Tile images into a grid of `columns`, each fitted into a `cell` square, with optional captions."""
+    """Tile images into rows of `columns`, each fitted into a `cell` square, with optional captions."""
     if not images:
         raise ValueError("grid needs at least one image")
-    rows = -(-len(images) // columns)
+    if labels is not None and len(labels) != len(images):
+        raise ValueError(f"got {len(labels)} labels for {len(images)} images")
+    thumbs = []
+    for img in images:
+        t = img.copy()
+        t.thumbnail((cell, cell))
+        thumbs.append(t)
+    rows = [thumbs[k:k + columns] for k in range(0, len(thumbs), columns)]
     caption = 14 if labels else 0
-    out = Image.new("RGB", (columns * (cell + pad) + pad, rows * (cell + caption + pad) + pad), "white")
+    heights = [max(t.height for t in row) + caption for row in rows]
+    out = Image.new("RGB", (columns * (cell + pad) + pad, sum(heights) + pad * (len(rows) + 1)), "white")
     draw = ImageDraw.Draw(out)
-    for k, img in enumerate(images):
-        r, c = divmod(k, columns)
-        x0, y0 = pad + c * (cell + pad), pad + r * (cell + caption + pad)
-        thumb = img.copy()
-        thumb.thumbnail((cell, cell))
-        out.paste(thumb, (x0, y0 + caption))
-        if labels:
-            draw.text((x0, y0), labels[k][:40], fill="black")
+    y0 = pad
+    for r, row in enumerate(rows):
+        for c, thumb in enumerate(row):
+            x0 = pad + c * (cell + pad)
+            out.paste(thumb, (x0, y0 + caption))
+            if labels:
+                draw.text((x0, y0), labels[r * columns + c][:40], fill="black")
+        y0 += heights[r] + pad
     return out
