@@ -1,11 +1,14 @@
 // Python bindings for the featvis-fast CPU kernels (csrc/similarity_cpu.cpp).
 #include <torch/extension.h>
 
+#include <optional>
+
 namespace featvis {
 namespace cpu {
 void pixel_similarity(const at::Tensor& features, const at::Tensor& queries,
-                      int64_t metric, const at::Tensor& sim_out,
-                      const at::Tensor& minmax_out);
+                      int64_t metric, const std::optional<at::Tensor>& scales,
+                      const std::optional<at::Tensor>& query_scales,
+                      const at::Tensor& sim_out, const at::Tensor& minmax_out);
 void colorize(const at::Tensor& sim, const at::Tensor& lo, const at::Tensor& hi,
               const at::Tensor& lut, const at::Tensor& rgba_out);
 }  // namespace cpu
@@ -14,11 +17,14 @@ void colorize(const at::Tensor& sim, const at::Tensor& lo, const at::Tensor& hi,
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "featvis-fast CPU kernels: pixel similarity and LUT colorization";
   m.def("pixel_similarity", &featvis::cpu::pixel_similarity,
-        "pixel_similarity(features (C,N) f32/f16/bf16, queries (Q,C) same dtype, "
-        "metric 0=inner 1=angular 2=euclidean, sim_out (Q,N) f32, "
-        "minmax_out (Q,2) f32) -> None. Writes sim_out and per-query [min,max].",
-        py::arg("features"), py::arg("queries"), py::arg("metric"),
-        py::arg("sim_out"), py::arg("minmax_out"),
+        "pixel_similarity(features (C,N) f32/f16/bf16/int8, queries (Q,C) same dtype, "
+        "metric 0=inner 1=angular 2=euclidean, scales (N,) f32 or None, "
+        "query_scales (Q,) f32 or None, sim_out (Q,N) f32, minmax_out (Q,2) f32) -> None. "
+        "Writes sim_out and per-query [min,max]. int8 storage (inner/angular only) needs "
+        "scales and query_scales: <f_n, q> = (float(exact int32 sum) * scales[n]) * "
+        "query_scales[q]; float storage takes None for both.",
+        py::arg("features"), py::arg("queries"), py::arg("metric"), py::arg("scales"),
+        py::arg("query_scales"), py::arg("sim_out"), py::arg("minmax_out"),
         py::call_guard<py::gil_scoped_release>());
   m.def("colorize", &featvis::cpu::colorize,
         "colorize(sim (Q,N) f32, lo (Q,) f32, hi (Q,) f32, lut (256,4) u8, "

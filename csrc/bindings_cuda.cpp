@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <limits>
+#include <optional>
 
 #include "similarity_cuda.h"
 
@@ -28,9 +29,10 @@ int dtype_code(at::ScalarType t) {
     case at::kFloat: return FEATVIS_DTYPE_FLOAT32;
     case at::kHalf: return FEATVIS_DTYPE_FLOAT16;
     case at::kBFloat16: return FEATVIS_DTYPE_BFLOAT16;
+    case at::kChar: return FEATVIS_DTYPE_INT8;
     default: break;
   }
-  TORCH_CHECK(false, "featvis_cuda: features must be float32, float16 or bfloat16, got ", t);
+  TORCH_CHECK(false, "featvis_cuda: features must be float32, float16, bfloat16 or int8, got ", t);
   return -1;
 }
 
@@ -40,7 +42,10 @@ constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
 
 }  // namespace
 
+// int8 storage: scales (N,) and query_scales (Q,) float32 are required (metric inner or angular);
+// float storage: both must be None.
 void pixel_similarity(const at::Tensor& features, const at::Tensor& queries, int64_t metric,
+                      const std::optional<at::Tensor>& scales, const std::optional<at::Tensor>& query_scales,
                       const at::Tensor& sim_out, const at::Tensor& minmax_out) {
   const at::Device device = features.device();
   check_tensor(features, "features", device);
@@ -60,9 +65,28 @@ void pixel_similarity(const at::Tensor& features, const at::Tensor& queries, int
   check_shape(minmax_out, "minmax_out", at::kFloat, {Q, 2});
   TORCH_CHECK(C <= kInt32Max && N <= kInt32Max, "featvis_cuda: C and N must be < 2^31");
 
+  const float* scales_ptr = nullptr;
+  const float* query_scales_ptr = nullptr;
+  if (dtype == FEATVIS_DTYPE_INT8) {
+    TORCH_CHECK(metric != FEATVIS_METRIC_EUCLIDEAN, "featvis_cuda: euclidean is not supported with int8 storage");
+    TORCH_CHECK(scales.has_value() && query_scales.has_value(),
+                "featvis_cuda: int8 storage needs scales (N,) and query_scales (Q,)");
+    check_tensor(*scales, "scales", device);
+    check_tensor(*query_scales, "query_scales", device);
+    check_shape(*scales, "scales", at::kFloat, {N});
+    check_shape(*query_scales, "query_scales", at::kFloat, {Q});
+    TORCH_CHECK(C <= FEATVIS_INT8_MAX_C, "featvis_cuda: int8 storage needs C <= ", FEATVIS_INT8_MAX_C,
+                " (exact int32 sums), got ", C);
+    scales_ptr = scales->data_ptr<float>();
+    query_scales_ptr = query_scales->data_ptr<float>();
+  } else {
+    TORCH_CHECK(!scales.has_value() && !query_scales.has_value(),
+                "featvis_cuda: scales / query_scales are only used with int8 storage, not ", features.scalar_type());
+  }
+
   const c10::cuda::CUDAGuard guard(device);
-  const int err = featvis_pixel_similarity_cuda(features.data_ptr(), queries.data_ptr(), C, N, Q, dtype,
-                                                static_cast<int>(metric), sim_out.data_ptr<float>(),
+  const int err = featvis_pixel_similarity_cuda(features.data_ptr(), queries.data_ptr(), scales_ptr, query_scales_ptr,
+                                                C, N, Q, dtype, static_cast<int>(metric), sim_out.data_ptr<float>(),
                                                 minmax_out.data_ptr<float>(), current_stream());
   TORCH_CHECK(err == 0, "featvis_cuda: pixel_similarity failed: ", featvis_cuda_error_string(err));
 }
@@ -93,8 +117,10 @@ void colorize(const at::Tensor& sim, const at::Tensor& lo, const at::Tensor& hi,
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("pixel_similarity", &pixel_similarity,
-        "sim_out[q, n] = metric(features[:, n], queries[q]); minmax_out[q] = (min, max) of sim_out[q]",
-        py::arg("features"), py::arg("queries"), py::arg("metric"), py::arg("sim_out"), py::arg("minmax_out"));
+        "sim_out[q, n] = metric(features[:, n], queries[q]) (int8: exact int32 sum * scales[n] * query_scales[q]); "
+        "minmax_out[q] = (min, max) of sim_out[q]",
+        py::arg("features"), py::arg("queries"), py::arg("metric"), py::arg("scales"), py::arg("query_scales"),
+        py::arg("sim_out"), py::arg("minmax_out"));
   m.def("colorize", &colorize, "rgba_out[q, n] = lut[index of sim[q, n] in [lo[q], hi[q]]]", py::arg("sim"),
         py::arg("lo"), py::arg("hi"), py::arg("lut"), py::arg("rgba_out"));
 }

@@ -11,6 +11,10 @@
 //     the grid still covers the SMs), then the slices are summed in shared memory;
 //   * it handles a chunk of QC <= 8 queries (staged as fp32 in shared memory, broadcast reads);
 //     all QC x kVec accumulators live in registers, so each feature byte is read once per chunk.
+// int8 storage (similarity_i8_kernel) uses the same layout with channels taken in quads: per
+// pixel the quad's 4 bytes are gathered with byte permutes and __dp4a'd against the packed query
+// quad, accumulating exact int32 sums (split-C partials are reduced as int32 too); the per-pixel
+// and per-query scales are applied in the epilogue.
 
 #include "similarity_cuda.h"
 
@@ -149,6 +153,106 @@ __device__ __forceinline__ void accumulate(float (&acc)[QC][VEC], const float (&
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// int8 storage: channels are consumed in quads (4 rows); per pixel, the quad's 4 bytes are gathered
+// into one word (byte r = channel 4g + r) and multiplied with the query's packed quad by __dp4a
+// (signed, exact int32). Per quad and thread: 4 row loads, 2 byte-permutes per pixel, QC dp4a per
+// pixel.
+
+// 8-byte variant of ld_stream_v4.
+__device__ __forceinline__ uint2 ld_stream_v2(const void* ptr) {
+  uint2 r;
+  asm("ld.global.nc.L1::no_allocate.v2.u32 {%0, %1}, [%2];" : "=r"(r.x), "=r"(r.y) : "l"(ptr));
+  return r;
+}
+
+// 4x4 byte transpose: a, b, c, d hold pixels 0..3 of channels 0..3; out[k] = pixel k's channels
+// 0..3 (byte r = channel r). 8 PRMTs for 16 bytes.
+__device__ __forceinline__ void transpose4x4(unsigned a, unsigned b, unsigned c, unsigned d, int* out) {
+  const unsigned t0 = __byte_perm(a, b, 0x5140);  // a0 b0 a1 b1
+  const unsigned t1 = __byte_perm(a, b, 0x7362);  // a2 b2 a3 b3
+  const unsigned t2 = __byte_perm(c, d, 0x5140);  // c0 d0 c1 d1
+  const unsigned t3 = __byte_perm(c, d, 0x7362);  // c2 d2 c3 d3
+  out[0] = static_cast<int>(__byte_perm(t0, t2, 0x5410));  // a0 b0 c0 d0
+  out[1] = static_cast<int>(__byte_perm(t0, t2, 0x7632));  // a1 b1 c1 d1
+  out[2] = static_cast<int>(__byte_perm(t1, t3, 0x5410));  // a2 b2 c2 d2
+  out[3] = static_cast<int>(__byte_perm(t1, t3, 0x7632));  // a3 b3 c3 d3
+}
+
+// One channel quad's worth of this thread's VEC pixels. load(): row r of the quad is
+// row0 + min(r, last) * N (last < 3 only for the partial last quad, whose missing channels have
+// zero query bytes, so re-reading row C-1 adds exactly 0). get(): px[k] = packed quad of pixel k.
+//  kVecLoad: one 16-byte (VEC 16) or 8-byte (VEC 8) load per row of VEC contiguous pixels;
+//  otherwise: VEC byte loads per row, of pixels p, p+P, p+2P, ... (coalesced across the warp).
+template <int VEC, bool kVecLoad> struct QuadLoad;
+
+template <> struct QuadLoad<16, true> {
+  uint4 raw[4];
+  __device__ __forceinline__ void load(const int8_t* row0, size_t N, int last, const int (&)[16]) {
+#pragma unroll
+    for (int r = 0; r < 4; ++r) raw[r] = ld_stream_v4(row0 + static_cast<size_t>(min(r, last)) * N);
+  }
+  __device__ __forceinline__ void get(int (&px)[16]) const {
+    transpose4x4(raw[0].x, raw[1].x, raw[2].x, raw[3].x, px + 0);
+    transpose4x4(raw[0].y, raw[1].y, raw[2].y, raw[3].y, px + 4);
+    transpose4x4(raw[0].z, raw[1].z, raw[2].z, raw[3].z, px + 8);
+    transpose4x4(raw[0].w, raw[1].w, raw[2].w, raw[3].w, px + 12);
+  }
+};
+
+template <> struct QuadLoad<8, true> {
+  uint2 raw[4];
+  __device__ __forceinline__ void load(const int8_t* row0, size_t N, int last, const int (&)[8]) {
+#pragma unroll
+    for (int r = 0; r < 4; ++r) raw[r] = ld_stream_v2(row0 + static_cast<size_t>(min(r, last)) * N);
+  }
+  __device__ __forceinline__ void get(int (&px)[8]) const {
+    transpose4x4(raw[0].x, raw[1].x, raw[2].x, raw[3].x, px + 0);
+    transpose4x4(raw[0].y, raw[1].y, raw[2].y, raw[3].y, px + 4);
+  }
+};
+
+template <int VEC> struct QuadLoad<VEC, false> {
+  unsigned b[4][VEC];  // zero-extended bytes
+  __device__ __forceinline__ void load(const int8_t* row0, size_t N, int last, const int (&off)[VEC]) {
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+      const unsigned char* row = reinterpret_cast<const unsigned char*>(row0 + static_cast<size_t>(min(r, last)) * N);
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) b[r][k] = __ldg(row + off[k]);
+    }
+  }
+  __device__ __forceinline__ void get(int (&px)[VEC]) const {
+#pragma unroll
+    for (int k = 0; k < VEC; ++k)
+      px[k] = static_cast<int>(
+          __byte_perm(__byte_perm(b[0][k], b[1][k], 0x0040), __byte_perm(b[2][k], b[3][k], 0x0040), 0x5410));
+  }
+};
+
+// acc[j][k] += <pixel k's quad, query j's quad> (signed bytes, exact int32).
+template <int QC, int VEC>
+__device__ __forceinline__ void accumulate_i8(int (&acc)[QC][VEC], const int (&px)[VEC], const int* __restrict__ qs) {
+  int qv[QC];
+  if constexpr (QC % 4 == 0) {
+#pragma unroll
+    for (int j = 0; j < QC; j += 4) {
+      const int4 t = *reinterpret_cast<const int4*>(qs + j);
+      qv[j] = t.x; qv[j + 1] = t.y; qv[j + 2] = t.z; qv[j + 3] = t.w;
+    }
+  } else if constexpr (QC == 2) {
+    const int2 t = *reinterpret_cast<const int2*>(qs);
+    qv[0] = t.x; qv[1] = t.y;
+  } else {
+#pragma unroll
+    for (int j = 0; j < QC; ++j) qv[j] = qs[j];
+  }
+#pragma unroll
+  for (int j = 0; j < QC; ++j)
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) acc[j][k] = __dp4a(px[k], qv[j], acc[j][k]);
+}
+
 // Float-as-ordered-int trick: non-negative floats order like their bits as signed ints, negative
 // ones (sign bit set) in reverse as unsigned ints, so min/max work in place on the float's bits.
 // NaN propagation (like torch.aminmax / the CPU backend): the NaNs 0xffffffff (min slot) and
@@ -170,6 +274,110 @@ __device__ __forceinline__ float max_slot_nan() { return __int_as_float(0x7fffff
 __device__ __forceinline__ float angular_from_inner(float a) {
   const float x = fminf(fmaxf(a, 0.0f), 1.0f);
   return x == 0.0f ? 0.0f : fminf(fmaxf(__fsub_rn(1.0f, __fmul_rn(acosf(x), kTwoOverPi)), 0.0f), 1.0f);
+}
+
+// Split-C reduction, a tree over slices: threads [h*P, 2h*P) hand their partial sums to
+// threads [0, h*P) (same p); afterwards slice 0 (tid < P) holds the totals. Layout
+// red[e * hP + t'] keeps it bank-conflict free. A = float (float kernels) or int (int8 kernels:
+// exact int32 partials). Needs (S / 2) * P * QC * VEC elements of red; called by all threads.
+template <int QC, int VEC, typename A>
+__device__ __forceinline__ void reduce_slices(A (&acc)[QC][VEC], A* red, int tid, int P, int S) {
+  for (int hP = (S >> 1) * P; hP >= P && S > 1; hP >>= 1) {
+    if (tid >= hP && tid < 2 * hP) {
+#pragma unroll
+      for (int j = 0; j < QC; ++j)
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) red[(j * VEC + k) * hP + (tid - hP)] = acc[j][k];
+    }
+    __syncthreads();
+    if (tid < hP) {
+#pragma unroll
+      for (int j = 0; j < QC; ++j)
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) acc[j][k] += red[(j * VEC + k) * hP + tid];
+    }
+    __syncthreads();
+  }
+}
+
+// Epilogue helpers shared by the float and int8 kernels.
+// Stores this thread's VEC values of one query row and folds them into its min/max/NaN state.
+//  kVecLoad: VEC contiguous pixels from n0 (stored only if n0 < N; 16-byte aligned float4 stores);
+//  otherwise: pixels tile + k * P + p, each stored if < N.
+template <int VEC, bool kVecLoad>
+__device__ __forceinline__ void store_row(const float (&v)[VEC], float* __restrict__ row, long long n0,
+                                          long long tile, int P, int p, int N, float& lmin, float& lmax,
+                                          bool& has_nan) {
+  if constexpr (kVecLoad) {
+    if (n0 < N) {
+#pragma unroll
+      for (int k = 0; k < VEC; k += 4)
+        *reinterpret_cast<float4*>(row + n0 + k) = make_float4(v[k], v[k + 1], v[k + 2], v[k + 3]);
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) {
+        lmin = fminf(lmin, v[k]);
+        lmax = fmaxf(lmax, v[k]);
+        has_nan |= is_nan(v[k]);
+      }
+    }
+  } else {
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) {
+      const long long n = tile + static_cast<long long>(k) * P + p;
+      if (n < N) {
+        row[n] = v[k];
+        lmin = fminf(lmin, v[k]);
+        lmax = fmaxf(lmax, v[k]);
+        has_nan |= is_nan(v[k]);
+      }
+    }
+  }
+}
+
+// Block min/max per query: warp shuffles, then across warps in shared memory, then one pair of
+// global atomics per block and query. Called by all threads of the block.
+template <int QC>
+__device__ __forceinline__ void commit_minmax(float (&lmin)[QC], float (&lmax)[QC], bool (&has_nan)[QC], int tid,
+                                              int q0, int Q, float* __restrict__ minmax) {
+  __shared__ float mm_s[2][kWarps][QC];
+  __shared__ int nan_s[kWarps][QC];
+  const int lane = tid & 31, warp = tid >> 5;
+#pragma unroll
+  for (int j = 0; j < QC; ++j) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      lmin[j] = fminf(lmin[j], __shfl_xor_sync(0xffffffffu, lmin[j], o));
+      lmax[j] = fmaxf(lmax[j], __shfl_xor_sync(0xffffffffu, lmax[j], o));
+    }
+    has_nan[j] = __any_sync(0xffffffffu, has_nan[j]);
+  }
+  if (lane == 0) {
+#pragma unroll
+    for (int j = 0; j < QC; ++j) {
+      mm_s[0][warp][j] = lmin[j];
+      mm_s[1][warp][j] = lmax[j];
+      nan_s[warp][j] = has_nan[j] ? 1 : 0;
+    }
+  }
+  __syncthreads();
+  if (tid < QC && q0 + tid < Q) {
+    float mn = mm_s[0][0][tid], mx = mm_s[1][0][tid];
+    int nan = nan_s[0][tid];
+#pragma unroll
+    for (int w = 1; w < kWarps; ++w) {
+      mn = fminf(mn, mm_s[0][w][tid]);
+      mx = fmaxf(mx, mm_s[1][w][tid]);
+      nan |= nan_s[w][tid];
+    }
+    if (nan) {
+      mn = min_slot_nan();
+      mx = max_slot_nan();
+    }
+    if (nan || mn <= mx) {  // mn > mx: this block wrote no value (cannot happen for a valid grid)
+      atomic_min_float(minmax + 2 * (q0 + tid), mn);
+      atomic_max_float(minmax + 2 * (q0 + tid) + 1, mx);
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -203,8 +411,6 @@ similarity_kernel(const T* __restrict__ feat, const T* __restrict__ qry, int C, 
 
   extern __shared__ float4 smem_v4[];
   float* const smem = reinterpret_cast<float*>(smem_v4);
-  __shared__ float mm_s[2][kWarps][QC];
-  __shared__ int nan_s[kWarps][QC];
 
   const int tid = threadIdx.x;
   const int P = 1 << logP;              // pixel vectors per block
@@ -272,24 +478,7 @@ similarity_kernel(const T* __restrict__ feat, const T* __restrict__ qry, int C, 
     __syncthreads();  // smem is restaged (next tile) or reused (reduction below)
   }
 
-  // Split-C reduction, a tree over slices: threads [h*P, 2h*P) hand their partial sums to
-  // threads [0, h*P) (same p). Layout red[e * hP + t'] keeps it bank-conflict free.
-  for (int hP = (S >> 1) * P; hP >= P && S > 1; hP >>= 1) {
-    if (tid >= hP && tid < 2 * hP) {
-#pragma unroll
-      for (int j = 0; j < QC; ++j)
-#pragma unroll
-        for (int k = 0; k < VEC; ++k) smem[(j * VEC + k) * hP + (tid - hP)] = acc[j][k];
-    }
-    __syncthreads();
-    if (tid < hP) {
-#pragma unroll
-      for (int j = 0; j < QC; ++j)
-#pragma unroll
-        for (int k = 0; k < VEC; ++k) acc[j][k] += smem[(j * VEC + k) * hP + tid];
-    }
-    __syncthreads();
-  }
+  reduce_slices<QC, VEC>(acc, smem, tid, P, S);
 
   // Epilogue: slice 0 (tid < P) holds the totals.
   float lmin[QC], lmax[QC];  // fminf/fmaxf skip NaNs; those are tracked in has_nan
@@ -311,74 +500,163 @@ similarity_kernel(const T* __restrict__ feat, const T* __restrict__ qry, int C, 
             v[k] = angular ? angular_from_inner(a) : a;
           }
         }
-        float* const row = sim + static_cast<size_t>(q0 + j) * static_cast<size_t>(N);
-        if constexpr (kVecLoad) {
-          if (n0 < N) {
-#pragma unroll
-            for (int k = 0; k < VEC; k += 4)
-              *reinterpret_cast<float4*>(row + n0 + k) = make_float4(v[k], v[k + 1], v[k + 2], v[k + 3]);
-#pragma unroll
-            for (int k = 0; k < VEC; ++k) {
-              lmin[j] = fminf(lmin[j], v[k]);
-              lmax[j] = fmaxf(lmax[j], v[k]);
-              has_nan[j] |= is_nan(v[k]);
-            }
-          }
-        } else {
-#pragma unroll
-          for (int k = 0; k < VEC; ++k) {
-            const long long n = tile + static_cast<long long>(k) * P + p;
-            if (n < N) {
-              row[n] = v[k];
-              lmin[j] = fminf(lmin[j], v[k]);
-              lmax[j] = fmaxf(lmax[j], v[k]);
-              has_nan[j] |= is_nan(v[k]);
-            }
-          }
-        }
+        store_row<VEC, kVecLoad>(v, sim + static_cast<size_t>(q0 + j) * static_cast<size_t>(N), n0, tile, P,
+                                 p, N, lmin[j], lmax[j], has_nan[j]);
       }
     }
   }
+  commit_minmax<QC>(lmin, lmax, has_nan, tid, q0, Q, minmax);
+}
 
-  // Block min/max per query: warp shuffles, then across warps in shared memory, then one pair of
-  // global atomics per block and query.
-  const int lane = tid & 31, warp = tid >> 5;
+// int8 storage. VEC pixels per thread: 16 (one 16-byte load per row) for QC <= 4, 8 (8-byte loads)
+// for QC == 8, so that every variant keeps <= 64 int32 accumulators like the fp16 kernel; the
+// scalar fallback uses VEC 8. U: channel quads in flight per thread (64 B of loads, 128 B for
+// QC <= 2, as in the float kernels; 32 B of byte loads on the scalar path).
+template <int QC, int VEC, bool kVecLoad> struct I8Cfg {
+  static_assert(QC * VEC <= 64 && (VEC == 8 || VEC == 16), "int8 tile");
+  static constexpr int kUnroll = kVecLoad ? ((QC <= 2 ? 128 : 64) / (4 * VEC)) : 1;
+  static constexpr int kMinBlocks = (!kVecLoad || QC * VEC >= 64) ? 2 : 3;
+};
+
+// grid: (ceil(ceil(N / VEC) / P), ceil(Q / QC)); block: kThreads; dynamic shared memory:
+// max(tileQ * QC, S > 1 ? (S / 2) * P * QC * VEC : 0) ints (tileQ: channel quads staged per pass).
+// Slice s owns the quads g == s (mod S) (channels 4g .. 4g+3); the staged query quads are packed
+// int8x4 words at smem[g_local * QC + j], zero for channels >= C and padded queries.
+// qry / qscales / sim / minmax point at this launch's first query; Q is this launch's query count.
+template <int QC, int VEC, bool kVecLoad>
+__global__ void __launch_bounds__(kThreads, I8Cfg<QC, VEC, kVecLoad>::kMinBlocks)
+similarity_i8_kernel(const int8_t* __restrict__ feat, const int8_t* __restrict__ qry,
+                     const float* __restrict__ scales, const float* __restrict__ qscales, int C, int N, int Q,
+                     int angular, float* __restrict__ sim, float* __restrict__ minmax, int logP, int tileQ) {
+  constexpr int U = I8Cfg<QC, VEC, kVecLoad>::kUnroll;
+
+  extern __shared__ float4 smem_v4[];
+  int* const smem = reinterpret_cast<int*>(smem_v4);
+
+  const int tid = threadIdx.x;
+  const int P = 1 << logP;
+  const int S = kThreads >> logP;
+  const int p = tid & (P - 1);
+  const int s = tid >> logP;
+  const int q0 = blockIdx.y * QC;
+  const long long tile = static_cast<long long>(blockIdx.x) * P * VEC;
+
+  // Pixels of this thread, clamped into range as in similarity_kernel.
+  int off[VEC];
+  long long n0 = 0;
+  if constexpr (kVecLoad) {
+    n0 = tile + static_cast<long long>(p) * VEC;
+    const int nc = n0 < N ? static_cast<int>(n0) : N - VEC;
 #pragma unroll
-  for (int j = 0; j < QC; ++j) {
+    for (int k = 0; k < VEC; ++k) off[k] = nc + k;
+  } else {
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-      lmin[j] = fminf(lmin[j], __shfl_xor_sync(0xffffffffu, lmin[j], o));
-      lmax[j] = fmaxf(lmax[j], __shfl_xor_sync(0xffffffffu, lmax[j], o));
+    for (int k = 0; k < VEC; ++k) {
+      const long long n = tile + static_cast<long long>(k) * P + p;
+      off[k] = n < N ? static_cast<int>(n) : N - 1;
     }
-    has_nan[j] = __any_sync(0xffffffffu, has_nan[j]);
   }
-  if (lane == 0) {
+  const int8_t* const fbase = kVecLoad ? feat + off[0] : feat;
+
+  int acc[QC][VEC];
+#pragma unroll
+  for (int j = 0; j < QC; ++j)
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) acc[j][k] = 0;
+
+  const int nquads = (C + 3) >> 2, full_quads = C >> 2;
+  const size_t rowN = static_cast<size_t>(N);
+  const size_t quad_step = static_cast<size_t>(4 * S) * rowN;  // next quad of this slice
+  for (int g0 = 0; g0 < nquads; g0 += tileQ) {
+    const int tq = min(tileQ, nquads - g0);
+    for (int i = tid; i < tq * QC; i += kThreads) {
+      const int g = i / QC, j = i % QC;
+      const int c = 4 * (g0 + g);
+      unsigned w = 0;
+      if (q0 + j < Q) {
+        const unsigned char* qp = reinterpret_cast<const unsigned char*>(qry + static_cast<size_t>(q0 + j) * C + c);
+#pragma unroll
+        for (int r = 0; r < 4; ++r)
+          if (c + r < C) w |= static_cast<unsigned>(__ldg(qp + r)) << (8 * r);
+      }
+      smem[i] = static_cast<int>(w);
+    }
+    __syncthreads();
+
+    // tileQ is a multiple of S whenever nquads > tileQ, so slice s stays on quads == s (mod S).
+    const int tq_full = min(tq, full_quads - g0);  // quads of this pass with all 4 channels < C
+    const int8_t* rp = fbase + static_cast<size_t>(4 * (g0 + s)) * rowN;
+    int g = s;
+    if constexpr (U > 1) {
+      for (; g + (U - 1) * S < tq_full; g += U * S, rp += U * quad_step) {
+        QuadLoad<VEC, kVecLoad> r[U];
+#pragma unroll
+        for (int u = 0; u < U; ++u) r[u].load(rp + u * quad_step, rowN, 3, off);
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+          int px[VEC];
+          r[u].get(px);
+          accumulate_i8<QC, VEC>(acc, px, smem + (g + u * S) * QC);
+        }
+      }
+    }
+    for (; g < tq_full; g += S, rp += quad_step) {
+      QuadLoad<VEC, kVecLoad> r;
+      r.load(rp, rowN, 3, off);
+      int px[VEC];
+      r.get(px);
+      accumulate_i8<QC, VEC>(acc, px, smem + g * QC);
+    }
+    if (g < tq) {  // the partial last quad (C % 4 != 0), local index tq_full == tq - 1
+      QuadLoad<VEC, kVecLoad> r;
+      r.load(rp, rowN, C - 1 - 4 * (g0 + g), off);
+      int px[VEC];
+      r.get(px);
+      accumulate_i8<QC, VEC>(acc, px, smem + g * QC);
+    }
+    __syncthreads();  // smem is restaged (next pass) or reused (reduction below)
+  }
+
+  reduce_slices<QC, VEC>(acc, smem, tid, P, S);  // exact: int32 partials
+
+  float lmin[QC], lmax[QC];
+  bool has_nan[QC];
+#pragma unroll
+  for (int j = 0; j < QC; ++j) { lmin[j] = pos_inf(); lmax[j] = neg_inf(); has_nan[j] = false; }
+
+  if (tid < P) {
+    float sc[VEC];  // scales of this thread's (clamped) pixels
+    if constexpr (kVecLoad) {
+      if ((reinterpret_cast<uintptr_t>(scales) & 15) == 0) {  // off[0] is a multiple of VEC >= 8
+#pragma unroll
+        for (int k = 0; k < VEC; k += 4) {
+          const float4 t = __ldg(reinterpret_cast<const float4*>(scales + off[k]));
+          sc[k] = t.x; sc[k + 1] = t.y; sc[k + 2] = t.z; sc[k + 3] = t.w;
+        }
+      } else {
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) sc[k] = __ldg(scales + off[k]);
+      }
+    } else {
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) sc[k] = __ldg(scales + off[k]);
+    }
 #pragma unroll
     for (int j = 0; j < QC; ++j) {
-      mm_s[0][warp][j] = lmin[j];
-      mm_s[1][warp][j] = lmax[j];
-      nan_s[warp][j] = has_nan[j] ? 1 : 0;
-    }
-  }
-  __syncthreads();
-  if (tid < QC && q0 + tid < Q) {
-    float mn = mm_s[0][0][tid], mx = mm_s[1][0][tid];
-    int nan = nan_s[0][tid];
+      if (q0 + j < Q) {
+        const float qs = __ldg(qscales + q0 + j);
+        float v[VEC];
 #pragma unroll
-    for (int w = 1; w < kWarps; ++w) {
-      mn = fminf(mn, mm_s[0][w][tid]);
-      mx = fmaxf(mx, mm_s[1][w][tid]);
-      nan |= nan_s[w][tid];
-    }
-    if (nan) {
-      mn = min_slot_nan();
-      mx = max_slot_nan();
-    }
-    if (nan || mn <= mx) {  // mn > mx: this block wrote no value (cannot happen for a valid grid)
-      atomic_min_float(minmax + 2 * (q0 + tid), mn);
-      atomic_max_float(minmax + 2 * (q0 + tid) + 1, mx);
+        for (int k = 0; k < VEC; ++k) {
+          const float x = __fmul_rn(__fmul_rn(__int2float_rn(acc[j][k]), sc[k]), qs);
+          v[k] = angular ? angular_from_inner(x) : x;
+        }
+        store_row<VEC, kVecLoad>(v, sim + static_cast<size_t>(q0 + j) * static_cast<size_t>(N), n0, tile, P,
+                                 p, N, lmin[j], lmax[j], has_nan[j]);
+      }
     }
   }
+  commit_minmax<QC>(lmin, lmax, has_nan, tid, q0, Q, minmax);
 }
 
 // t = (s - lo) * scale + 0.5 without FMA contraction (matches the CPU backends), clamp to
@@ -444,6 +722,20 @@ colorize_kernel(const float* __restrict__ sim, const float* __restrict__ lo, con
 
 inline bool aligned(const void* p, uintptr_t a) { return (reinterpret_cast<uintptr_t>(p) & (a - 1)) == 0; }
 
+// Channel split: halve the pixel tile (doubling the slices S) while the grid has fewer than
+// 2 blocks per SM, the tile keeps >= 4 pixel vectors and every slice keeps >= min_units channel
+// units (channels for the float kernels: 8; channel quads for int8: 2). Returns log2(P).
+inline int split_log_p(long long nvec, long long nqb, long long units, long long min_units, int num_sms) {
+  int logP = kLogThreads;  // P = 256, S = 1
+  while (logP > kMinLogP) {
+    const long long blocks = ((nvec + (1LL << logP) - 1) >> logP) * nqb;
+    const long long s_next = 1LL << (kLogThreads - logP + 1);
+    if (blocks >= 2LL * num_sms || s_next * min_units > units) break;
+    --logP;
+  }
+  return logP;
+}
+
 // One launch for `nq` queries (chunks of QC along grid.y).
 template <typename T, int QC, bool kEucl, bool kVecLoad>
 cudaError_t launch_chunks(const T* feat, const T* qry, int C, int N, int nq, int angular, float* sim,
@@ -452,15 +744,7 @@ cudaError_t launch_chunks(const T* feat, const T* qry, int C, int N, int nq, int
   const long long nqb = (nq + QC - 1) / QC;
   const long long nvec = (static_cast<long long>(N) + VEC - 1) / VEC;
 
-  // Channel split: halve the pixel tile (doubling the slices S) while the grid has fewer than
-  // 2 blocks per SM, the tile keeps >= 4 pixel vectors and every slice keeps >= 8 channels.
-  int logP = kLogThreads;  // P = 256, S = 1
-  while (logP > kMinLogP) {
-    const long long blocks = ((nvec + (1LL << logP) - 1) >> logP) * nqb;
-    const long long s_next = 1LL << (kLogThreads - logP + 1);
-    if (blocks >= 2LL * num_sms || s_next * kMinChannelsPerSlice > C) break;
-    --logP;
-  }
+  const int logP = split_log_p(nvec, nqb, C, kMinChannelsPerSlice, num_sms);
   const int P = 1 << logP, S = kThreads >> logP;
   const int tile_max = kQueryTileFloats / QC;  // >= 1024: a multiple of every S
   const int tileC = C < tile_max ? C : tile_max;
@@ -512,17 +796,90 @@ cudaError_t dispatch_similarity(const void* features, const void* queries, int C
              : launch_all<T, false, false>(f, q, C, N, Q, angular, sim, minmax, num_sms, stream);
 }
 
+// int8: one launch for `nq` queries (chunks of QC along grid.y).
+template <int QC, int VEC, bool kVecLoad>
+cudaError_t launch_chunks_i8(const int8_t* feat, const int8_t* qry, const float* scales, const float* qscales,
+                             int C, int N, int nq, int angular, float* sim, float* minmax, int num_sms,
+                             cudaStream_t stream) {
+  const long long nqb = (nq + QC - 1) / QC;
+  const long long nvec = (static_cast<long long>(N) + VEC - 1) / VEC;
+  const int nquads = (C + 3) / 4;
+  const int logP = split_log_p(nvec, nqb, nquads, kMinChannelsPerSlice / 4, num_sms);
+  const int P = 1 << logP, S = kThreads >> logP;
+  const int tile_max = kQueryTileFloats / QC;  // >= 1024 quads: a multiple of every S
+  const int tileQ = nquads < tile_max ? nquads : tile_max;
+  size_t smem = static_cast<size_t>(tileQ) * QC * sizeof(int);
+  if (S > 1) {
+    const size_t red = static_cast<size_t>(S / 2) * P * QC * VEC * sizeof(int);  // <= 32 KB
+    if (red > smem) smem = red;
+  }
+  const dim3 grid(static_cast<unsigned>((nvec + P - 1) / P), static_cast<unsigned>(nqb));
+  similarity_i8_kernel<QC, VEC, kVecLoad><<<grid, kThreads, smem, stream>>>(
+      feat, qry, scales, qscales, C, N, nq, angular, sim, minmax, logP, tileQ);
+  return cudaGetLastError();
+}
+
+// Picks the int8 path of one launch: 16-byte loads (QC <= 4; N % 16 == 0, features 16-byte
+// aligned), 8-byte loads (N % 8 == 0, features 8-byte aligned), else byte loads. The vector paths
+// also need sim 16-byte aligned (float4 stores of VEC contiguous pixels).
+template <int QC>
+cudaError_t launch_qc_i8(const int8_t* feat, const int8_t* qry, const float* scales, const float* qscales, int C,
+                         int N, int nq, int angular, float* sim, float* minmax, int num_sms, cudaStream_t stream) {
+  const bool sim16 = aligned(sim, 16);
+  if constexpr (QC <= 4) {
+    if (sim16 && N % 16 == 0 && aligned(feat, 16))
+      return launch_chunks_i8<QC, 16, true>(feat, qry, scales, qscales, C, N, nq, angular, sim, minmax, num_sms,
+                                            stream);
+  }
+  if (sim16 && N % 8 == 0 && aligned(feat, 8))
+    return launch_chunks_i8<QC, 8, true>(feat, qry, scales, qscales, C, N, nq, angular, sim, minmax, num_sms,
+                                         stream);
+  return launch_chunks_i8<QC, 8, false>(feat, qry, scales, qscales, C, N, nq, angular, sim, minmax, num_sms,
+                                        stream);
+}
+
+// Queries in chunks of 8 (one launch), the remainder with the smallest QC >= it, as for floats.
+cudaError_t dispatch_similarity_i8(const void* features, const void* queries, const float* scales,
+                                   const float* qscales, int C, int N, int Q, int metric, float* sim, float* minmax,
+                                   int num_sms, cudaStream_t stream) {
+  const int8_t* f = static_cast<const int8_t*>(features);
+  const int8_t* q = static_cast<const int8_t*>(queries);
+  const int angular = metric == FEATVIS_METRIC_ANGULAR ? 1 : 0;
+  const int full = (Q / 8) * 8;
+  if (full > 0) {
+    const cudaError_t e = launch_qc_i8<8>(f, q, scales, qscales, C, N, full, angular, sim, minmax, num_sms, stream);
+    if (e != cudaSuccess) return e;
+  }
+  const int rem = Q - full;
+  if (rem == 0) return cudaSuccess;
+  q += static_cast<size_t>(full) * C;
+  qscales += full;
+  sim += static_cast<size_t>(full) * N;
+  minmax += 2 * static_cast<size_t>(full);
+  if (rem == 1) return launch_qc_i8<1>(f, q, scales, qscales, C, N, rem, angular, sim, minmax, num_sms, stream);
+  if (rem == 2) return launch_qc_i8<2>(f, q, scales, qscales, C, N, rem, angular, sim, minmax, num_sms, stream);
+  if (rem <= 4) return launch_qc_i8<4>(f, q, scales, qscales, C, N, rem, angular, sim, minmax, num_sms, stream);
+  return launch_qc_i8<8>(f, q, scales, qscales, C, N, rem, angular, sim, minmax, num_sms, stream);
+}
+
 }  // namespace
 
-extern "C" int featvis_pixel_similarity_cuda(const void* features, const void* queries, int64_t C, int64_t N,
-                                             int64_t Q, int dtype, int metric, float* sim_out,
-                                             float* minmax_out, void* stream) {
+extern "C" int featvis_pixel_similarity_cuda(const void* features, const void* queries, const float* scales,
+                                             const float* query_scales, int64_t C, int64_t N, int64_t Q, int dtype,
+                                             int metric, float* sim_out, float* minmax_out, void* stream) {
   if (C < 0 || N < 0 || Q < 0 || C > INT32_MAX || N > INT32_MAX || Q / 8 > kMaxGridY) return cudaErrorInvalidValue;
-  if (dtype < FEATVIS_DTYPE_FLOAT32 || dtype > FEATVIS_DTYPE_BFLOAT16) return cudaErrorInvalidValue;
+  if (dtype < FEATVIS_DTYPE_FLOAT32 || dtype > FEATVIS_DTYPE_INT8) return cudaErrorInvalidValue;
   if (metric < FEATVIS_METRIC_INNER || metric > FEATVIS_METRIC_EUCLIDEAN) return cudaErrorInvalidValue;
+  const bool int8 = dtype == FEATVIS_DTYPE_INT8;
+  if (int8) {
+    if (metric == FEATVIS_METRIC_EUCLIDEAN || C > FEATVIS_INT8_MAX_C) return cudaErrorInvalidValue;
+  } else if (scales != nullptr || query_scales != nullptr) {
+    return cudaErrorInvalidValue;
+  }
   if (Q == 0) return cudaSuccess;
   if (sim_out == nullptr || minmax_out == nullptr) return cudaErrorInvalidValue;
   if (N > 0 && C > 0 && (features == nullptr || queries == nullptr)) return cudaErrorInvalidValue;
+  if (int8 && N > 0 && (scales == nullptr || query_scales == nullptr)) return cudaErrorInvalidValue;
   cudaStream_t st = static_cast<cudaStream_t>(stream);
 
   init_minmax_kernel<<<static_cast<unsigned>((Q + kThreads - 1) / kThreads), kThreads, 0, st>>>(
@@ -541,8 +898,11 @@ extern "C" int featvis_pixel_similarity_cuda(const void* features, const void* q
       return dispatch_similarity<float>(features, queries, c, n, q, metric, sim_out, minmax_out, num_sms, st);
     case FEATVIS_DTYPE_FLOAT16:
       return dispatch_similarity<__half>(features, queries, c, n, q, metric, sim_out, minmax_out, num_sms, st);
-    default:
+    case FEATVIS_DTYPE_BFLOAT16:
       return dispatch_similarity<__nv_bfloat16>(features, queries, c, n, q, metric, sim_out, minmax_out, num_sms, st);
+    default:
+      return dispatch_similarity_i8(features, queries, scales, query_scales, c, n, q, metric, sim_out, minmax_out,
+                                    num_sms, st);
   }
 }
 

@@ -113,9 +113,13 @@ def _int8_inputs(C, N, Q, gen, device):
     return f.to(device), q.to(device), scales.to(device), scales[cols].contiguous().to(device)
 
 
+# beyond SHAPES: channel counts and pixel runs that reach the 16-pixel / channel-pair vector paths
+INT8_SHAPES = SHAPES + [(1031, 33, 2), (17, 1024, 9), (64, 4096, 20), (1031, 32, 12)]
+
+
 @pytest.mark.parametrize("device,backend", backend_params())
 @pytest.mark.parametrize("metric", [_reference.INNER, _reference.ANGULAR], ids=["inner", "angular"])
-@pytest.mark.parametrize("shape", SHAPES + [(1031, 33, 2)], ids=lambda s: "C%d-N%d-Q%d" % s)
+@pytest.mark.parametrize("shape", INT8_SHAPES, ids=lambda s: "C%d-N%d-Q%d" % s)
 def test_int8_storage_is_exact_integer_accumulation(device, backend, metric, shape, poison_outputs):
     gen = torch.Generator().manual_seed(11 + shape[0] * 7 + shape[1])
     f, q, sc, qsc = _int8_inputs(*shape, gen, device)
