@@ -1,5 +1,6 @@
 // Torch glue for the CUDA backend: argument checks, device guard and current stream, then the
-// torch-free C ABI of similarity_cuda.cu (see similarity_cuda.h). Built JIT as `featvis_cuda`.
+// torch-free C ABI of similarity_cuda.h (similarity_cuda.cu, similarity_int8_cuda.cu, colorize_cuda.cu).
+// Built JIT as `featvis_cuda`.
 #include <torch/extension.h>
 
 #include <ATen/cuda/CUDAContext.h>

@@ -1,4 +1,5 @@
-/* featvis-fast CUDA backend: torch-free C ABI (implemented in similarity_cuda.cu).
+/* featvis-fast CUDA backend: torch-free C ABI (implemented in similarity_cuda.cu, similarity_int8_cuda.cu
+ * and colorize_cuda.cu).
  *
  * All pointers are device pointers to C-contiguous buffers; `stream` is a cudaStream_t passed as
  * void*. Every function returns a cudaError_t value as int (0 == cudaSuccess); argument errors
