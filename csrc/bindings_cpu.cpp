@@ -1,18 +1,7 @@
-// Python bindings for the featvis-fast CPU kernels (csrc/similarity_cpu.cpp).
+// Python bindings for the featvis-fast CPU kernels (csrc/similarity_cpu.h).
 #include <torch/extension.h>
 
-#include <optional>
-
-namespace featvis {
-namespace cpu {
-void pixel_similarity(const at::Tensor& features, const at::Tensor& queries,
-                      int64_t metric, const std::optional<at::Tensor>& scales,
-                      const std::optional<at::Tensor>& query_scales,
-                      const at::Tensor& sim_out, const at::Tensor& minmax_out);
-void colorize(const at::Tensor& sim, const at::Tensor& lo, const at::Tensor& hi,
-              const at::Tensor& lut, const at::Tensor& rgba_out);
-}  // namespace cpu
-}  // namespace featvis
+#include "similarity_cpu.h"
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "featvis-fast CPU kernels: pixel similarity and LUT colorization";

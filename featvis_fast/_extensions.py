@@ -46,7 +46,8 @@ def load_cpu() -> ModuleType:
     """The C++ CPU kernels (pixel_similarity, colorize)."""
     # no FMA contraction: colorize must round exactly like the float32 reference
     flags = ["-O3", "-march=native", "-fopenmp", "-ffp-contract=off"]
-    return _build("featvis_cpu", ["similarity_cpu.cpp", "bindings_cpu.cpp"],
+    return _build("featvis_cpu", ["similarity_cpu.cpp", "similarity_cpu_float.cpp", "similarity_cpu_int8.cpp",
+                                  "colorize_cpu.cpp", "bindings_cpu.cpp"],
                   extra_cflags=flags, extra_ldflags=["-fopenmp"])
 
 
