@@ -1,8 +1,8 @@
 """Loading the compiled kernels: JIT-built with ninja on first use, cached by torch.
 
-`featvis_cpu` (csrc/similarity_cpu.cpp + bindings_cpu.cpp) builds wherever a C++ compiler is;
-`featvis_cuda` (csrc/similarity_cuda.cu + bindings_cuda.cpp) only where torch is a CUDA build and
-a CUDA toolkit is found. Set FEATVIS_NO_EXTENSIONS=1 to skip all compiled code. Builds land in
+`featvis_cpu` (csrc/*_cpu.cpp + bindings_cpu.cpp) builds wherever a C++ compiler is; `featvis_cuda`
+(csrc/*_cuda.cu + bindings_cuda.cpp) only where torch is a CUDA build and a CUDA toolkit is found.
+Set FEATVIS_NO_EXTENSIONS=1 to skip all compiled code. Builds land in
 torch's extension cache (TORCH_EXTENSIONS_DIR, default ~/.cache/torch_extensions) and are rebuilt
 only when a source file changes.
 """
@@ -15,6 +15,11 @@ import sys
 from types import ModuleType
 
 import torch
+
+
+CPU_SOURCES = ["similarity_cpu.cpp", "similarity_cpu_float.cpp", "similarity_cpu_int8.cpp", "colorize_cpu.cpp",
+               "bindings_cpu.cpp"]
+CUDA_SOURCES = ["similarity_cuda.cu", "similarity_int8_cuda.cu", "colorize_cuda.cu", "bindings_cuda.cpp"]
 
 
 class ExtensionUnavailable(RuntimeError):
@@ -46,9 +51,7 @@ def load_cpu() -> ModuleType:
     """The C++ CPU kernels (pixel_similarity, colorize)."""
     # no FMA contraction: colorize must round exactly like the float32 reference
     flags = ["-O3", "-march=native", "-fopenmp", "-ffp-contract=off"]
-    return _build("featvis_cpu", ["similarity_cpu.cpp", "similarity_cpu_float.cpp", "similarity_cpu_int8.cpp",
-                                  "colorize_cpu.cpp", "bindings_cpu.cpp"],
-                  extra_cflags=flags, extra_ldflags=["-fopenmp"])
+    return _build("featvis_cpu", CPU_SOURCES, extra_cflags=flags, extra_ldflags=["-fopenmp"])
 
 
 @functools.cache
@@ -64,5 +67,5 @@ def load_cuda() -> ModuleType:
         raise ExtensionUnavailable("no CUDA toolkit (nvcc) found; set CUDA_HOME")
     major, minor = torch.cuda.get_device_capability()
     arch = f"-gencode=arch=compute_{major}{minor},code=sm_{major}{minor}"
-    return _build("featvis_cuda", ["similarity_cuda.cu", "bindings_cuda.cpp"],
+    return _build("featvis_cuda", CUDA_SOURCES,
                   extra_cflags=["-O3"], extra_cuda_cflags=["-O3", arch, "-lineinfo"])
