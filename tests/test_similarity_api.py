@@ -1,5 +1,6 @@
 """FeatureSimilarity: metrics against independent float64 formulas, storage dtypes, rendering, errors."""
 import math
+import os
 
 import numpy as np
 import pytest
@@ -236,3 +237,41 @@ def test_int8_storage_within_quantization_bound(device, backend, metric, poison_
             assert bool(((got - exact).abs() <= bound).all())
     with pytest.raises(ValueError, match="euclidean"):
         FeatureSimilarity(f, metric="euclidean", dtype=torch.int8)
+
+
+_NO_EXTENSIONS_SCRIPT = r"""
+import warnings
+import torch
+import featvis_fast as fv
+feats = torch.randn(7, 5, 6, generator=torch.Generator().manual_seed(0))
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    auto = fv.FeatureSimilarity(feats)
+    first, second = auto.query((1, 2)), auto.query((3, 4))
+fallbacks = [w for w in caught if "falling back" in str(w.message)]
+assert len(fallbacks) == 1 and "FEATVIS_NO_EXTENSIONS" in str(fallbacks[0].message), [str(w.message) for w in caught]
+assert auto.backend == "torch", auto.backend
+ref = fv.FeatureSimilarity(feats, backend="torch")
+assert torch.equal(first, ref.query((1, 2))) and torch.equal(second, ref.query((3, 4)))
+report = fv.backends()
+assert not report["cpp"].available and "FEATVIS_NO_EXTENSIONS" in report["cpp"].reason, report["cpp"]
+try:
+    fv.FeatureSimilarity(feats, backend="cpp")
+except fv.BackendUnavailableError as exc:
+    assert "FEATVIS_NO_EXTENSIONS" in str(exc), exc
+else:
+    raise AssertionError("backend='cpp' must raise with extensions disabled")
+print("OK")
+"""
+
+
+def test_without_compiled_extensions_import_works_and_falls_back_once():
+    """FEATVIS_NO_EXTENSIONS=1: import works, the auto backend falls back with one warning, explicit cpp raises."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, FEATVIS_NO_EXTENSIONS="1")
+    env.pop("FEATVIS_BACKEND", None)
+    proc = subprocess.run([sys.executable, "-c", _NO_EXTENSIONS_SCRIPT], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "OK", proc.stderr
