@@ -1,9 +1,10 @@
-"""The `featvis` command: similarity heat maps, the demo job, and backend status."""
+"""The `featvis` command: similarity heat maps, IFeaLiD export, the demo job, and backend status."""
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from PIL import ImageDraw
@@ -58,6 +59,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export_ifealid(args: argparse.Namespace) -> int:
+    from .viewer.feature_files import export_ifealid
+
+    model, preprocess = load_model(device=args.device)
+    name = args.name or f"{Path(args.image).stem} {args.layer}"
+    meta = export_ifealid(model, preprocess, load_image(args.image), args.layer, args.out, name, args.precision,
+                          args.size or None, args.device)
+    print(f"wrote {args.out} ({meta['features']} channels, {meta['width']}x{meta['height']}, {args.precision}-bit)")
+    return 0
+
+
 def _cmd_backends(args: argparse.Namespace) -> int:
     for status in backends().values():
         print(status)
@@ -83,6 +95,16 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="every visualization on the bundled model and sample photos")
     d.add_argument("--out", default="featvis-demo", help="output directory")
     d.set_defaults(func=_cmd_demo)
+
+    e = sub.add_parser("export-ifealid", help="an image's features at one layer as an IFeaLiD ZIP")
+    e.add_argument("image", help="image path or sample name (astronaut, chelsea, coffee, rocket)")
+    e.add_argument("--layer", required=True, help="layer name, e.g. _blocks.10 (see featvis_fast.layer_names)")
+    e.add_argument("--out", required=True, help="output ZIP (metadata.json, channel PNGs, overlay.jpg)")
+    e.add_argument("--precision", type=int, default=8, choices=[8, 16, 32], help="bits per stored value")
+    e.add_argument("--size", type=int, default=224, help="model input size (0 = the image's own resolution)")
+    e.add_argument("--name", default=None, help="dataset name in metadata.json (default: 'IMAGE LAYER')")
+    e.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    e.set_defaults(func=_cmd_export_ifealid)
 
     b = sub.add_parser("backends", help="which kernel backends are available here")
     b.set_defaults(func=_cmd_backends)

@@ -1,0 +1,1 @@
+"""Interactive similarity viewer (issue 3): server, protocol, feature-map files."""
