@@ -5,8 +5,10 @@ pip's isolated build environment, which pulls a multi-GB CUDA wheel. `kernels/` 
 from setuptools import setup
 
 setup(
-    packages=["featvis_fast", "featvis_fast.ops", "featvis_fast.kernels", "featvis_fast.csrc"],
+    packages=["featvis_fast", "featvis_fast.ops", "featvis_fast.kernels", "featvis_fast.csrc",
+              "featvis_fast.viewer"],
     package_dir={"featvis_fast": "featvis_fast", "featvis_fast.kernels": "kernels", "featvis_fast.csrc": "csrc"},
-    package_data={"featvis_fast": ["data/*"], "featvis_fast.csrc": ["*.cpp", "*.cu", "*.h"]},
+    package_data={"featvis_fast": ["data/*"], "featvis_fast.csrc": ["*.cpp", "*.cu", "*.h"],
+                  "featvis_fast.viewer": ["static/*"]},
     include_package_data=False,
 )

@@ -6,13 +6,13 @@ fall back (with one warning) when an automatically chosen one is unavailable.
 from ._backend import BackendUnavailableError, backends
 from .images import load_image, sample_image, sample_images
 from .models import Preprocess, extract, layer_names, load_model
-from .render import colormap, grid, overlay
+from .render import colorize, colormap, grid, overlay
 from .similarity import METRICS, FeatureSimilarity
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "BackendUnavailableError", "FeatureSimilarity", "METRICS", "Preprocess", "backends", "colormap",
+    "BackendUnavailableError", "FeatureSimilarity", "METRICS", "Preprocess", "backends", "colorize", "colormap",
     "extract", "grid", "layer_names", "load_image", "load_model", "overlay", "sample_image",
     "sample_images",
 ]

@@ -12,10 +12,13 @@ import functools
 import importlib.resources
 import os
 import sys
+import time
 from types import ModuleType
 
 import torch
 
+
+STALE_LOCK_SECONDS = 20 * 60  # a build takes 1-3 minutes; an older lock was left by a killed build
 
 CPU_SOURCES = ["similarity_cpu.cpp", "similarity_cpu_float.cpp", "similarity_cpu_int8.cpp", "colorize_cpu.cpp",
                "bindings_cpu.cpp"]
@@ -40,10 +43,26 @@ def _build(name: str, sources: list[str], **kwargs) -> ModuleType:
     if extensions_disabled():
         raise ExtensionUnavailable("compiled extensions are disabled (FEATVIS_NO_EXTENSIONS=1)")
     print(f"featvis_fast: loading the {name} kernels (built once, then cached) ...", file=sys.stderr, flush=True)
+    _clear_stale_lock(cpp_extension._get_build_directory(name, verbose=False))
     try:
         return cpp_extension.load(name=name, sources=[_csrc(s) for s in sources], verbose=False, **kwargs)
     except Exception as exc:  # compiler missing, build error, ...: report, never crash import
         raise ExtensionUnavailable(f"building {name} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _clear_stale_lock(build_dir: str) -> None:
+    """torch waits forever on the lock file of a build that was killed; remove one that old."""
+    lock = os.path.join(build_dir, "lock")
+    try:
+        age = time.time() - os.path.getmtime(lock)
+    except OSError:
+        return
+    if age > STALE_LOCK_SECONDS:
+        print(f"featvis_fast: removing a stale build lock ({age / 60:.0f} min old): {lock}", file=sys.stderr)
+        try:
+            os.remove(lock)
+        except OSError:
+            pass
 
 
 @functools.cache

@@ -70,6 +70,15 @@ def _cmd_export_ifealid(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from .viewer.launch import build_session, serve
+
+    session = build_session(args.images, args.features, args.model, args.layers, args.device, _DTYPES[args.dtype],
+                            args.backend, args.input_size)
+    serve(session, args.host, args.port, open_browser=not args.no_browser)
+    return 0
+
+
 def _cmd_backends(args: argparse.Namespace) -> int:
     for status in backends().values():
         print(status)
@@ -106,10 +115,25 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     e.set_defaults(func=_cmd_export_ifealid)
 
+    v = sub.add_parser("serve", help="the interactive similarity viewer in the browser")
+    v.add_argument("images", nargs="*", help="image paths or sample names (astronaut, chelsea, coffee, rocket)")
+    v.add_argument("--features", nargs="+", default=[], metavar="FILE",
+                   help="precomputed (H,W,C) .npy / .npz feature maps or IFeaLiD .zip files")
+    v.add_argument("--model", default="efficientnet-lite0", help="the model run on IMAGEs")
+    v.add_argument("--layers", nargs="+", default=None, metavar="LAYER",
+                   help="layers offered in the page (default: the model's blocks)")
+    v.add_argument("--host", default="127.0.0.1", help="interface to bind (the token is required on every host)")
+    v.add_argument("--port", type=int, default=8765, help="port (0 picks a free one)")
+    v.add_argument("--input-size", type=int, default=1024,
+                   help="images are resized so their longest side is this before the model (0 = as they are)")
+    v.add_argument("--dtype", default="float16", choices=list(_DTYPES), help="feature cache precision")
+    v.add_argument("--no-browser", action="store_true", help="print the URL without opening a browser")
+    v.set_defaults(func=_cmd_serve)
+
     b = sub.add_parser("backends", help="which kernel backends are available here")
     b.set_defaults(func=_cmd_backends)
 
-    for sp in (s, d):
+    for sp in (s, d, v):
         sp.add_argument("--backend", default=None, choices=["cuda", "triton", "cpp", "torch"])
         sp.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     return p
@@ -119,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError, RuntimeError) as exc:
+    except (ValueError, TypeError, RuntimeError, OSError) as exc:
         print(f"featvis: error: {exc}", file=sys.stderr)
         return 2
 

@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
+import math
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from . import ops
+from ._backend import resolve_backend
 from ._validate import check_choice
 
 COLORMAPS = ("fire", "viridis", "magma", "gray")
@@ -34,6 +37,42 @@ def colormap(name: str, device: torch.device | str = "cpu") -> torch.Tensor:
     """
     check_choice("colormap", name, COLORMAPS)
     return _lut_on(name, torch.device(device))
+
+
+
+def stretch_bounds(stretch: str | Sequence[float], minmax: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row colour range (lo (Q,), hi (Q,)) for `stretch`: "minmax" takes each row's own
+    [min, max] from minmax (Q, 2); a finite (lo, hi) pair with lo < hi fixes the range."""
+    if isinstance(stretch, str) and stretch == "minmax":
+        return minmax[:, 0].contiguous(), minmax[:, 1].contiguous()
+    if (isinstance(stretch, (tuple, list)) and len(stretch) == 2
+            and all(isinstance(v, (int, float)) and math.isfinite(v) for v in stretch) and stretch[0] < stretch[1]):
+        q = minmax.shape[0]
+        return (torch.full((q,), float(stretch[0]), device=minmax.device),
+                torch.full((q,), float(stretch[1]), device=minmax.device))
+    raise ValueError(f"stretch must be 'minmax' or a finite (lo, hi) pair, got {stretch!r} (lo < hi)")
+
+
+def colorize(values: torch.Tensor, colormap: str = "fire", stretch: str | Sequence[float] = "minmax",
+             backend: str | None = None) -> torch.Tensor:
+    """Any map of values -> uint8 RGBA through a colour map: (h, w) -> (h, w, 4), (Q, h, w) -> (Q, h, w, 4).
+
+    stretch: "minmax" maps each map's own [min, max] onto the colour map, or a fixed (lo, hi).
+    Same colour rule (and kernels) as FeatureSimilarity.render; NaN values raise.
+    """
+    if not isinstance(values, torch.Tensor) or values.ndim not in (2, 3) or values.numel() == 0:
+        raise ValueError(f"values must be a non-empty (h, w) or (Q, h, w) tensor, got "
+                         f"{tuple(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__}")
+    if not values.is_floating_point():
+        values = values.float()
+    flat = values.detach().reshape(-1 if values.ndim == 3 else 1, values.shape[-2] * values.shape[-1]).float()
+    if bool(torch.isnan(flat).any()):
+        raise ValueError("values contain NaN")
+    lo, hi = stretch_bounds(stretch, torch.stack(torch.aminmax(flat, dim=1), dim=1))
+    check_choice("colormap", colormap, COLORMAPS)
+    lut = _lut_on(colormap, flat.device)
+    rgba = ops.colorize(flat.contiguous(), lo, hi, lut, resolve_backend(backend, flat.device))
+    return rgba.view(*values.shape, 4)
 
 
 def _to_pil_rgba(rgba: torch.Tensor | np.ndarray) -> Image.Image:

@@ -7,7 +7,6 @@ kernel (similarity + per-query min/max), and rendering maps the result to RGBA8.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -17,6 +16,7 @@ from . import _reference, ops
 from ._backend import resolve_backend
 from ._validate import check_choice, check_feature_map, check_points
 from .render import colormap as _colormap
+from .render import stretch_bounds
 
 METRICS = ("cosine", "angular", "dot", "euclidean")
 # metric -> (normalize the cached vectors?, kernel metric code)
@@ -130,24 +130,19 @@ class FeatureSimilarity:
         return self.query(self.image_to_cell(x, y, image_size))
 
     def render(self, point: Sequence[int] | torch.Tensor, colormap: str = "fire",
-               stretch: str | tuple[float, float] = "minmax", size: tuple[int, int] | None = None) -> torch.Tensor:
+               stretch: str | tuple[float, float] = "minmax", size: tuple[int, int] | None = None,
+               return_range: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Heat map(s) as uint8 RGBA: (H, W, 4) for one point, (Q, H, W, 4) for (Q, 2) points.
 
         stretch: "minmax" maps each query's own [min, max] onto the colour map (as IFeaLiD does),
         or a fixed (lo, hi) range. size: (H, W) to upsample the similarity map bilinearly before
-        colouring (default: the feature map's (h, w)).
+        colouring (default: the feature map's (h, w)). return_range: also return the colour range
+        used, (rgba, lo, hi) with lo, hi float32 of shape () for one point, (Q,) for a batch.
         """
         lut = _colormap(colormap, self.device)
         sim, minmax, single = self._query_flat(point)
         q = sim.shape[0]
-        if stretch == "minmax":
-            lo, hi = minmax[:, 0].contiguous(), minmax[:, 1].contiguous()
-        elif (isinstance(stretch, (tuple, list)) and len(stretch) == 2 and all(map(math.isfinite, stretch))
-              and stretch[0] < stretch[1]):
-            lo = torch.full((q,), float(stretch[0]), device=self.device)
-            hi = torch.full((q,), float(stretch[1]), device=self.device)
-        else:
-            raise ValueError(f"stretch must be 'minmax' or a finite (lo, hi) pair, got {stretch!r} (lo < hi)")
+        lo, hi = stretch_bounds(stretch, minmax)
         height, width = self.height, self.width
         if size is not None:
             height, width = (int(s) for s in size)
@@ -157,4 +152,6 @@ class FeatureSimilarity:
                 sim = F.interpolate(sim.view(q, 1, self.height, self.width), size=(height, width),
                                     mode="bilinear", align_corners=False).reshape(q, -1).contiguous()
         rgba = ops.colorize(sim, lo, hi, lut, self.backend).view(q, height, width, 4)
-        return rgba[0] if single else rgba
+        if single:
+            rgba, lo, hi = rgba[0], lo[0], hi[0]
+        return (rgba, lo, hi) if return_range else rgba
