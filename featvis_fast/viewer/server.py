@@ -228,8 +228,9 @@ class ViewerServer:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, port))
         self.port = self.sock.getsockname()[1]
+        # no permessage-deflate: compressing a 1 MB RGBA frame costs ~60 ms, the whole latency budget
         config = uvicorn.Config(create_app(session, self.token), log_level="warning", ws_max_size=MAX_WS_BYTES,
-                                ws="auto")
+                                ws_per_message_deflate=False)
         self.server = uvicorn.Server(config)
         self.thread: threading.Thread | None = None
 
