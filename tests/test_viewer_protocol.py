@@ -70,3 +70,13 @@ def test_binary_frames_round_trip():
     (n,) = struct.unpack_from("<I", message)
     assert json.loads(message[4:4 + n]) == header
     assert decode_binary(message) == (header, payload)
+
+
+def test_errors_carry_the_messages_seq_when_it_has_one():
+    with pytest.raises(ProtocolError) as info:
+        parse_request('{"type": "hover", "seq": 41, "image": "a", "layer": "l", "x": "far", "y": 1}')
+    assert info.value.seq == 41
+    for text in ('{"type": "hover", "seq": "41"}', '{"type": "nope", "seq": true}', "[]", "{"):
+        with pytest.raises(ProtocolError) as info:
+            parse_request(text)
+        assert info.value.seq is None

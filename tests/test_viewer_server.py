@@ -210,6 +210,8 @@ def test_bad_messages_get_an_error_and_the_socket_keeps_serving(client, message,
         ws.send_text(message)
         error = json.loads(ws.receive_text())
         assert error["type"] == "error" and needle in error["message"]
+        ws.send_text(json.dumps({"type": "hover", "seq": 77, "image": "rand", "layer": "features", "x": 1}))
+        assert json.loads(ws.receive_text()) == {"type": "error", "seq": 77, "message": "message is missing 'y'"}
         ws.send_bytes(b"\x00\x01binary")
         assert "binary messages are not accepted" in json.loads(ws.receive_text())["message"]
         ws.send_text(hover(seq=2))

@@ -155,3 +155,10 @@ def test_vector_requests_return_the_raw_features(feature_session):
     header, vector = session.vector(Request("vector", 8, "rand", FEATURES_LAYER, x=229, y=0))
     assert header["cell"] == [0, 22] and header["seq"] == 8 and header["channels"] == 37
     assert np.array_equal(np.frombuffer(vector, "<f4"), feats[:, 0, 22].numpy())
+
+
+def test_warm_up_loads_the_kernels_without_touching_the_caches(feature_session):
+    session, _ = feature_session
+    session.warm_up()
+    assert not session._features.entries and not session._similarity.entries
+    assert [i["id"] for i in session.state()["images"]] == ["rand"]

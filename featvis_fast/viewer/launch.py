@@ -32,6 +32,7 @@ def build_session(images: Sequence[str] = (), features: Sequence[str] = (), mode
     for path in features:
         loaded = load_feature_file(path)
         session.add_features(loaded.features, loaded.name, loaded.overlay)
+    session.warm_up()
     return session
 
 

@@ -37,7 +37,11 @@ MESSAGE_TYPES = ("hover", "vector", "layer")
 
 
 class ProtocolError(ValueError):
-    """A malformed or invalid client message; the text goes back to the client."""
+    """A malformed or invalid client message; the text goes back to the client with its seq."""
+
+    def __init__(self, message: str, seq: int | None = None) -> None:
+        super().__init__(message)
+        self.seq = seq
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,15 @@ def parse_request(text: str | bytes) -> Request:
         raise ProtocolError(f"message is not valid JSON: {exc.msg}") from None
     if not isinstance(msg, dict):
         raise ProtocolError("message must be a JSON object")
+    seq = msg.get("seq")
+    try:
+        return _parse_object(msg)
+    except ProtocolError as exc:  # answer with the message's seq where it has a usable one
+        exc.seq = seq if isinstance(seq, int) and not isinstance(seq, bool) else None
+        raise
+
+
+def _parse_object(msg: dict) -> Request:
     kind = msg.get("type")
     if kind not in MESSAGE_TYPES:
         raise ProtocolError(f"unknown message type {kind!r}; expected one of {', '.join(MESSAGE_TYPES)}")

@@ -187,7 +187,7 @@ async def _serve_socket(ws: WebSocket, session: ViewerSession) -> None:
             try:
                 req = parse_request(msg["text"] if msg.get("text") is not None else (msg.get("bytes") or b""))
             except ProtocolError as exc:
-                await error(None, str(exc))
+                await error(exc.seq, str(exc))
                 continue
             pending.pop(req.slot, None)  # re-insert: the newest request goes to the back
             pending[req.slot] = req

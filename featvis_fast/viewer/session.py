@@ -188,6 +188,12 @@ class ViewerSession:
             self._similarity.put((image_id, layer, metric), sim, nbytes)
             return sim
 
+    def warm_up(self) -> None:
+        """Load the kernels now (a first frame would otherwise pay seconds of extension loading)."""
+        probe = FeatureSimilarity(torch.ones(2, 2, 2, device=self.device), dtype=self.dtype, backend=self.backend)
+        probe.render((0, 0))
+        colorize(torch.zeros(2, 2, device=self.device), backend=self.backend)
+
     # ---- requests ---------------------------------------------------------------------------
     def _cell(self, req: Request, feats: torch.Tensor) -> tuple[int, int]:
         entry = self.image(req.image)
