@@ -62,14 +62,19 @@ class NaiveSession(ViewerSession):
         return header, rgba_bytes, vector.tobytes()
 
 
-def make_session(shape, device: str, backend: str | None, naive: bool = False) -> ViewerSession:
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32, "int8": torch.int8}
+
+
+def make_session(shape, device: str, backend: str | None, naive: bool = False,
+                 dtype: torch.dtype = torch.float16) -> ViewerSession:
     C, h, w = shape
     gen = torch.Generator().manual_seed(0)
     feats = torch.randn(C, h, w, generator=gen)
     scale = max(1, min(4, 1024 // max(h, w)))
     photo = fv.sample_image("astronaut").resize((w * scale, h * scale))
-    session = (NaiveSession if naive else ViewerSession)(device=device, backend=backend)
+    session = (NaiveSession if naive else ViewerSession)(device=device, backend=backend, dtype=dtype)
     session.add_features(feats, "synthetic", photo)
+    session.warm_up()
     return session
 
 
@@ -103,7 +108,18 @@ def socket_client(server: ViewerServer, session: ViewerSession, moves: int) -> d
     return {"latency_ms": percentiles(rtt), "server_ms": percentiles(server_ms)}
 
 
-def browser_client(server: ViewerServer, session: ViewerSession, moves: int, hz: float = 60.0) -> dict:
+PAGE_POINTER = """async ([points, hz]) => {
+    const canvas = document.querySelector('[data-testid="view-0"]');
+    for (const [x, y] of points) {
+        canvas.dispatchEvent(new PointerEvent('pointermove', {clientX: x, clientY: y, bubbles: true,
+                                                              pointerType: 'mouse', isPrimary: true}));
+        await new Promise(r => setTimeout(r, 1000 / hz));
+    }
+}"""
+
+
+def browser_client(server: ViewerServer, session: ViewerSession, moves: int, hz: float = 60.0,
+                   pointer: str = "playwright") -> dict:
     from playwright.sync_api import sync_playwright
 
     image = session.images["synthetic"].image
@@ -118,25 +134,35 @@ def browser_client(server: ViewerServer, session: ViewerSession, moves: int, hz:
         fit = min(box["width"] / image.width, box["height"] / image.height)
         x0 = box["x"] + (box["width"] - image.width * fit) / 2
         y0 = box["y"] + (box["height"] - image.height * fit) / 2
-        start = time.perf_counter()
-        for k, (x, y) in enumerate(path_points(image.width, image.height, moves)):
-            page.mouse.move(x0 + x * fit, y0 + y * fit)
-            time.sleep(max(0.0, start + (k + 1) / hz - time.perf_counter()))
+        points = [(x0 + x * fit, y0 + y * fit) for x, y in path_points(image.width, image.height, moves)]
+        if pointer == "playwright":  # CDP input events, one Playwright round trip each
+            start = time.perf_counter()
+            for k, (x, y) in enumerate(points):
+                page.mouse.move(x, y)
+                time.sleep(max(0.0, start + (k + 1) / hz - time.perf_counter()))
+        else:  # PointerEvents dispatched inside the page at hz: no driver traffic competing for the CPU
+            page.evaluate(PAGE_POINTER, [points, hz])
         page.wait_for_timeout(500)
         lat = page.evaluate("window.featvis.latencies.slice()")
         browser.close()
     lat = lat[5:]  # warm-up
     return {"latency_ms": percentiles([r["ms"] for r in lat]), "server_ms": percentiles([r["server_ms"] for r in lat]),
-            "frames": len(lat), "moves": moves}
+            "queued_ms": percentiles([r["queued_ms"] for r in lat]), "rtt_ms": percentiles([r["rtt_ms"] for r in lat]),
+            "paint_ms": percentiles([r["paint_ms"] for r in lat]),
+            "server_queued_ms": percentiles([r["server_queued_ms"] for r in lat]), "frames": len(lat), "moves": moves}
 
 
-def run_case(shape, device, backend, client, moves, naive=False) -> dict:
-    session = make_session(shape, device, backend, naive)
+def run_case(shape, device, backend, client, moves, naive=False, dtype=torch.float16) -> dict:
+    """client: socket | browser (Playwright mouse moves) | browser-page (pointer events from inside the page)."""
+    session = make_session(shape, device, backend, naive, dtype)
     server = ViewerServer(session, port=0)
     server.start()
     try:
         session.similarity("synthetic", FEATURES_LAYER, "cosine")  # build the cache before timing
-        result = (browser_client if client == "browser" else socket_client)(server, session, moves)
+        if client.startswith("browser"):
+            result = browser_client(server, session, moves, pointer="page" if client == "browser-page" else "playwright")
+        else:
+            result = socket_client(server, session, moves)
     finally:
         server.stop()
     return result
@@ -146,24 +172,35 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--shape", default=None, help="C,h,w (default 1024,128,128 on CPU, 2048,512,512 on CUDA)")
-    p.add_argument("--clients", nargs="+", default=None, choices=["browser", "socket"])
+    p.add_argument("--clients", nargs="+", default=None, choices=["browser", "browser-page", "socket"])
     p.add_argument("--moves", type=int, default=300)
+    p.add_argument("--dtype", default="float16", choices=list(DTYPES), help="the viewer's feature cache storage")
+    p.add_argument("--threads", type=int, default=None, help="torch threads of the server (default: torch's)")
+    p.add_argument("--no-baselines", action="store_true", help="skip the torch and naive socket rows")
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args()
     shape = tuple(int(v) for v in (args.shape or ("2048,512,512" if args.device == "cuda" else "1024,128,128")).split(","))
-    clients = args.clients or (["browser", "socket"] if os.path.exists(CHROMIUM) else ["socket"])
+    clients = args.clients or (["browser", "browser-page", "socket"] if os.path.exists(CHROMIUM) else ["socket"])
     ours = _backend.resolve_backend(None, torch.device(args.device))
+    if args.threads:
+        torch.set_num_threads(args.threads)
     env = environment(args.device)
     rows = []
-    cases = [(c, ours, False) for c in clients] + [("socket", "torch", False), ("socket", "naive", True)]
+    cases = [(c, ours, False) for c in clients]
+    if not args.no_baselines:
+        cases += [("socket", "torch", False), ("socket", "naive", True)]
     for client, backend, naive in cases:
         res = run_case(shape, args.device, None if backend == "naive" else backend, client,
-                       args.moves, naive)
-        row = {"client": client, "backend": backend, "shape": list(shape), **res}
+                       args.moves, naive, DTYPES[args.dtype])
+        row = {"client": client, "backend": backend, "shape": list(shape), "dtype": args.dtype,
+               "threads": torch.get_num_threads(), **res}
         rows.append(row)
-        print(f"{client:8s} {backend:8s} hover->painted p50 {res['latency_ms']['p50']:7.2f} ms  "
+        print(f"{client:12s} {backend:8s} hover->painted p50 {res['latency_ms']['p50']:7.2f} ms  "
               f"p95 {res['latency_ms']['p95']:7.2f} ms  server p50 {res['server_ms']['p50']:7.2f} ms "
               f"p95 {res['server_ms']['p95']:7.2f} ms", flush=True)
+        if client.startswith("browser"):
+            print("         split p50/p95: " + ", ".join(f"{k} {res[k]['p50']:.2f}/{res[k]['p95']:.2f}"
+                                                        for k in ("queued_ms", "rtt_ms", "server_queued_ms", "paint_ms")), flush=True)
     base = {r["backend"]: r["latency_ms"]["p95"] for r in rows if r["client"] == "socket"}
     lines = [f"# Viewer latency, {env['device']}, {env['date']}", "",
              f"Feature map {shape}, torch {env['torch']}. Latency: pointermove (browser) or send (socket) to the "

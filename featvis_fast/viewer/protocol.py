@@ -17,7 +17,8 @@ Client -> server, one JSON object per text message (at most MAX_MESSAGE_BYTES):
 Server -> client:
     binary frame = uint32 little-endian header length N, N bytes of UTF-8 JSON header, payload.
       "frame"  header {type, seq, panel, image, layer, metric, channel, cell: [row, col],
-                       height, width, channels, lo, hi, server_ms, rgba_bytes, vector_bytes}
+                       height, width, channels, lo, hi, server_ms, queued_ms, rgba_bytes, vector_bytes}
+               server_ms: computing the frame; queued_ms: waiting in the server before that.
                payload: height*width*4 bytes RGBA8 (row-major, the map at feature resolution),
                         then channels float32 LE: the raw feature vector at the cell.
       "vector" header {type, seq, image, layer, cell, channels, server_ms, vector_bytes}

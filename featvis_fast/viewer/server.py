@@ -17,6 +17,7 @@ import logging
 import secrets
 import socket
 import threading
+import time
 import warnings
 from http.cookies import SimpleCookie
 from urllib.parse import parse_qs, urlsplit
@@ -156,9 +157,11 @@ def create_app(session: ViewerSession, token: str, max_upload_bytes: int = MAX_U
     return TokenGate(app, token)
 
 
-def _compute(session: ViewerSession, req: Request) -> str | bytes:
+def _compute(session: ViewerSession, req: Request, received: float) -> str | bytes:
     if req.type == "hover":
+        started = time.perf_counter()
         header, rgba, vector = session.frame(req)
+        header["queued_ms"] = (started - received) * 1e3  # waited in the server before computing
         return encode_binary(header, rgba, vector)
     if req.type == "vector":
         header, vector = session.vector(req)
@@ -168,7 +171,7 @@ def _compute(session: ViewerSession, req: Request) -> str | bytes:
 
 async def _serve_socket(ws: WebSocket, session: ViewerSession) -> None:
     """Receive continuously; compute the newest request per slot (latest wins), one at a time."""
-    pending: dict[tuple[str, int], Request] = {}
+    pending: dict[tuple[str, int], tuple[Request, float]] = {}
     wake = asyncio.Event()
     send_lock = asyncio.Lock()
 
@@ -190,7 +193,7 @@ async def _serve_socket(ws: WebSocket, session: ViewerSession) -> None:
                 await error(exc.seq, str(exc))
                 continue
             pending.pop(req.slot, None)  # re-insert: the newest request goes to the back
-            pending[req.slot] = req
+            pending[req.slot] = (req, time.perf_counter())
             wake.set()
 
     async def worker() -> None:
@@ -198,9 +201,9 @@ async def _serve_socket(ws: WebSocket, session: ViewerSession) -> None:
             await wake.wait()
             wake.clear()
             while pending:
-                req = pending.pop(next(iter(pending)))
+                req, received = pending.pop(next(iter(pending)))
                 try:
-                    await send(await anyio.to_thread.run_sync(_compute, session, req))
+                    await send(await anyio.to_thread.run_sync(_compute, session, req, received))
                 except ProtocolError as exc:
                     await error(req.seq, str(exc))
                 except Exception as exc:  # keep serving: report, log, go on

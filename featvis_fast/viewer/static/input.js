@@ -15,7 +15,9 @@ export function wireCanvas(canvas, handlers) {
   let press = null;
 
   canvas.addEventListener("pointermove", (e) => {
-    const t = performance.now();
+    // the event's own creation time: a busy page that delays the handler still counts as latency
+    const now = performance.now();
+    const t = e.timeStamp > 0 && e.timeStamp <= now ? e.timeStamp : now;
     if (drag) {
       handlers.pan(e.clientX - drag.x, e.clientY - drag.y);
       drag = { x: e.clientX, y: e.clientY };

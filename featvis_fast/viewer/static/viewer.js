@@ -83,7 +83,9 @@ const hooks = {
   ready: false, // state loaded, WebSocket open, first image drawn with its first heat map
   panels, // each has lastFrame = {header, rgba}
   framesPainted: 0,
-  latencies: [], // {seq, panel, ms, server_ms}: pointer event -> frame painted
+  // {seq, panel, ms, server_ms, queued_ms, rtt_ms, paint_ms}: pointer event -> frame painted, split
+  // into waiting for the in-flight frame, send -> received, received -> painted
+  latencies: [],
   heatCanvas: (panel) => panels[panel].view.heat,
   hoverAt: (panel, x, y) => {
     checkPanel(panel);
@@ -198,7 +200,11 @@ function onFrame({ header, rgba, vector, request }) {
   hooks.framesPainted++;
   const t = request ? request.meta.t : null;
   if (t !== null) {
-    hooks.latencies.push({ seq: header.seq, panel: panel.index, ms: painted - t, server_ms: header.server_ms });
+    hooks.latencies.push({
+      seq: header.seq, panel: panel.index, ms: painted - t, server_ms: header.server_ms,
+      server_queued_ms: header.queued_ms,
+      queued_ms: request.sentAt - t, rtt_ms: received - request.sentAt, paint_ms: painted - received,
+    });
     if (hooks.latencies.length > MAX_LATENCIES) hooks.latencies.shift();
   }
   panel.timing = { server: header.server_ms, rtt: request ? received - request.sentAt : null };
