@@ -115,10 +115,16 @@ export class VectorCharts {
     this.channel = null; // highlighted bar
   }
 
+  /** New data for a chart; drawn at the next animation frame (at most one draw per frame). */
   set(which, vector, label) {
     this[which].set(vector);
     this[which].label = label;
-    this.draw();
+    if (this.drawQueued) return;
+    this.drawQueued = true;
+    requestAnimationFrame(() => {
+      this.drawQueued = false;
+      this.draw();
+    });
   }
 
   clear(...which) {
@@ -135,7 +141,8 @@ export class VectorCharts {
       chart.highlight = k;
       chart.draw();
       const value = chart.vector && k !== null && k < chart.vector.length ? ` · ch ${k} = ${fmt(chart.vector[k])}` : "";
-      this.info[name].textContent = chart.vector ? `${chart.label}${value}` : "";
+      const text = chart.vector ? `${chart.label}${value}` : "";
+      if (this.info[name].textContent !== text) this.info[name].textContent = text;
     }
   }
 }

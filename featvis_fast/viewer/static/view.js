@@ -1,6 +1,4 @@
-// Zoom/pan transform shared by the panels, and drawing one panel (photo, heat map, markers).
-
-import { fitCanvas } from "./charts.js";
+// Zoom/pan transform shared by the panels, and one panel's layers (photo, heat map, markers).
 
 const MIN_SCALE = 0.02;
 const MAX_SCALE = 64;
@@ -47,12 +45,29 @@ export class View {
   }
 }
 
-/** One panel's visible canvas plus its heat map kept at feature resolution. */
+/**
+ * One panel as stacked layers placed by CSS transforms: the photo (<img>), the heat map canvas at
+ * feature resolution (scaled with image-rendering: pixelated), marker elements, and on top the
+ * transparent element that takes the pointer events. A new frame is one small putImageData plus
+ * a compositor pass: nothing full-size is rasterized on the page's main thread, which matters on
+ * a small CPU where the browser and the server share the cores.
+ */
 export class PanelView {
   constructor(canvas) {
-    this.canvas = canvas;
-    this.heat = document.createElement("canvas");
+    this.canvas = canvas; // the event layer (never drawn into)
+    const host = canvas.parentElement;
+    this.photo = layer(host, canvas, "img", "layer photo");
+    this.photo.alt = "";
+    this.photo.draggable = false;
+    this.heat = layer(host, canvas, "canvas", "layer heat");
+    this.heat.width = this.heat.height = 1;
+    this.marks = {
+      ref: layer(host, canvas, "div", "mark ring"),
+      pin: layer(host, canvas, "div", "mark pin"),
+      cursor: layer(host, canvas, "div", "mark cross"),
+    };
     this.hasHeat = false;
+    this.styles = new Map(); // element -> last style values set (only changes touch the DOM)
   }
 
   /** Client coordinates -> image pixel coordinates under the view. */
@@ -74,66 +89,52 @@ export class PanelView {
     this.hasHeat = false;
   }
 
-  /** marks: {ref, pin, cursor}, each {x, y} in image pixels or null. */
+  /** photo: the loaded Image; marks: {ref, pin, cursor}, each {x, y} in image pixels or null. */
   draw(photo, view, opacity, marks) {
-    const ctx = fitCanvas(this.canvas);
-    ctx.clearRect(0, 0, this.canvas.clientWidth, this.canvas.clientHeight);
-    if (!photo) return;
+    if (!photo) {
+      for (const el of [this.photo, this.heat, ...Object.values(this.marks)]) this.set(el, { display: "none" });
+      return;
+    }
+    if (this.photo.src !== photo.src) this.photo.src = photo.src; // same URL: served from the cache
     const w = photo.naturalWidth;
     const h = photo.naturalHeight;
-    ctx.save();
-    ctx.translate(view.tx, view.ty);
-    ctx.scale(view.scale, view.scale);
-    ctx.imageSmoothingEnabled = view.scale < 4;
-    ctx.drawImage(photo, 0, 0, w, h);
-    if (this.hasHeat && opacity > 0) {
-      ctx.imageSmoothingEnabled = false; // nearest: one crisp block per feature cell
-      ctx.globalAlpha = opacity;
-      ctx.drawImage(this.heat, 0, 0, this.heat.width, this.heat.height, 0, 0, w, h);
-      ctx.globalAlpha = 1;
+    const place = (sx, sy) => `translate(${view.tx}px, ${view.ty}px) scale(${sx}, ${sy})`;
+    this.set(this.photo, {
+      display: "", transform: place(view.scale, view.scale),
+      imageRendering: view.scale < 4 ? "auto" : "pixelated",
+    });
+    const showHeat = this.hasHeat && opacity > 0;
+    this.set(this.heat, showHeat ? {
+      display: "", opacity: String(opacity),
+      transform: place((view.scale * w) / this.heat.width, (view.scale * h) / this.heat.height),
+    } : { display: "none" });
+    const shown = { ref: marks.pin ? null : marks.ref, pin: marks.pin, cursor: marks.cursor };
+    for (const [name, el] of Object.entries(this.marks)) {
+      const at = shown[name];
+      if (!at) {
+        this.set(el, { display: "none" });
+        continue;
+      }
+      const p = view.toScreen(at.x, at.y);
+      this.set(el, { display: "", transform: `translate(${p.x}px, ${p.y}px)` });
     }
-    ctx.restore();
-    if (marks.pin) drawPin(ctx, view.toScreen(marks.pin.x, marks.pin.y));
-    else if (marks.ref) drawRing(ctx, view.toScreen(marks.ref.x, marks.ref.y));
-    if (marks.cursor) drawCross(ctx, view.toScreen(marks.cursor.x, marks.cursor.y));
+  }
+
+  set(el, values) {
+    const last = this.styles.get(el) || {};
+    for (const [key, value] of Object.entries(values)) {
+      if (last[key] !== value) {
+        el.style[key] = value;
+        last[key] = value;
+      }
+    }
+    this.styles.set(el, last);
   }
 }
 
-function drawRing(ctx, p) {
-  ctx.lineWidth = 3;
-  ctx.strokeStyle = "rgba(0,0,0,0.7)";
-  ctx.beginPath();
-  ctx.arc(p.x, p.y, 5, 0, 2 * Math.PI);
-  ctx.stroke();
-  ctx.lineWidth = 1.5;
-  ctx.strokeStyle = "#fff";
-  ctx.stroke();
-}
-
-function drawPin(ctx, p) {
-  ctx.beginPath();
-  ctx.arc(p.x, p.y, 6, 0, 2 * Math.PI);
-  ctx.fillStyle = "rgba(0,229,255,0.35)";
-  ctx.fill();
-  ctx.lineWidth = 3;
-  ctx.strokeStyle = "rgba(0,0,0,0.7)";
-  ctx.stroke();
-  ctx.lineWidth = 2;
-  ctx.strokeStyle = "#00e5ff";
-  ctx.stroke();
-  ctx.fillStyle = "#00e5ff";
-  ctx.fillRect(p.x - 1, p.y - 1, 2, 2);
-}
-
-function drawCross(ctx, p) {
-  for (const [width, color] of [[3, "rgba(0,0,0,0.7)"], [1, "#fff"]]) {
-    ctx.lineWidth = width;
-    ctx.strokeStyle = color;
-    ctx.beginPath();
-    ctx.moveTo(p.x - 6, p.y);
-    ctx.lineTo(p.x + 6, p.y);
-    ctx.moveTo(p.x, p.y - 6);
-    ctx.lineTo(p.x, p.y + 6);
-    ctx.stroke();
-  }
+function layer(host, before, tag, className) {
+  const el = document.createElement(tag);
+  el.className = className;
+  host.insertBefore(el, before);
+  return el;
 }

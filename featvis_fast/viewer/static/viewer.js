@@ -128,12 +128,31 @@ function setMessage(text, kind = "info") {
 
 const ms = (value) => (value === null || value === undefined ? "–" : `${value.toFixed(1)} ms`);
 
+/** Only assign text that changed: every assignment costs the page a layout. */
+function setText(el, text) {
+  if (el.textContent !== text) el.textContent = text;
+}
+
+const TIMING_INTERVAL_MS = 250; // the timing line updates at most 4x per second
+
 function updateTiming() {
+  const now = performance.now();
+  if (now - (app.timingShownAt || 0) < TIMING_INTERVAL_MS) {
+    if (!app.timingQueued) {
+      app.timingQueued = true;
+      setTimeout(() => {
+        app.timingQueued = false;
+        updateTiming();
+      }, TIMING_INTERVAL_MS);
+    }
+    return;
+  }
+  app.timingShownAt = now;
   const parts = panels
     .filter((p) => p.visible && p.timing)
     .map((p) => `panel ${p.index}: server ${ms(p.timing.server)}, round trip ${ms(p.timing.rtt)}`);
   if (app.state) parts.push(`${app.state.device} · ${app.state.dtype}`);
-  ui.statusTiming.textContent = parts.join("  |  ");
+  setText(ui.statusTiming, parts.join("  |  "));
 }
 
 // ---- requests ---------------------------------------------------------------------------------
@@ -260,10 +279,10 @@ function scheduleDraw() {
 }
 
 function showFrameInfo(panel, header) {
-  panel.lo.textContent = fmt(header.lo);
-  panel.hi.textContent = fmt(header.hi);
+  setText(panel.lo, fmt(header.lo));
+  setText(panel.hi, fmt(header.hi));
   const what = header.channel === null ? header.metric : `channel ${header.channel}`;
-  panel.info.textContent = `${what} · ${header.height}×${header.width} cells · ${header.channels} ch`;
+  setText(panel.info, `${what} · ${header.height}×${header.width} cells · ${header.channels} ch`);
 }
 
 function fitView() {
