@@ -57,7 +57,8 @@ class NaiveSession(ViewerSession):
         header = {"type": "frame", "seq": req.seq, "panel": req.panel, "cell": [row, col],
                   "height": int(feats.shape[1]), "width": int(feats.shape[2]), "channels": int(feats.shape[0]),
                   "lo": float(lo), "hi": float(hi), "server_ms": (time.perf_counter() - t0) * 1e3,
-                  "rgba_bytes": len(rgba_bytes), "vector_bytes": vector.nbytes, "image": req.image,
+                  "map_bytes": len(rgba_bytes), "encoding": "rgba8", "colormap": req.colormap,
+                  "vector_bytes": vector.nbytes, "image": req.image,
                   "layer": req.layer, "metric": req.metric, "channel": None}
         return header, rgba_bytes, vector.tobytes()
 

@@ -15,6 +15,9 @@ from ._backend import resolve_backend
 from ._validate import check_choice
 
 COLORMAPS = ("fire", "viridis", "magma", "gray")
+# Not a colour: every channel holds the colour-map index (alpha 255). render / colorize with it and
+# keep channel 0 to get what a client that applies the LUT itself needs, a quarter of the bytes.
+INDEX_COLORMAP = "index"
 
 
 @functools.cache
@@ -26,6 +29,9 @@ def _tables() -> dict[str, np.ndarray]:
 
 @functools.cache
 def _lut_on(name: str, device: torch.device) -> torch.Tensor:
+    if name == INDEX_COLORMAP:
+        ramp = torch.arange(256, dtype=torch.uint8)
+        return torch.stack([ramp, ramp, ramp, torch.full_like(ramp, 255)], dim=1).to(device)
     return torch.from_numpy(_tables()[name]).to(device)
 
 
@@ -33,9 +39,10 @@ def colormap(name: str, device: torch.device | str = "cpu") -> torch.Tensor:
     """The (256, 4) uint8 RGBA lookup table of a colour map.
 
     fire: ImageJ's Fire LUT, the one IFeaLiD uses (black-blue-red-yellow-white); viridis and
-    magma: matplotlib's perceptually uniform maps; gray: a linear ramp.
+    magma: matplotlib's perceptually uniform maps; gray: a linear ramp. "index" (INDEX_COLORMAP)
+    puts the index itself in R, G and B: lut[rendered_index] equals rendering with that colour map.
     """
-    check_choice("colormap", name, COLORMAPS)
+    check_choice("colormap", name, COLORMAPS + (INDEX_COLORMAP,))
     return _lut_on(name, torch.device(device))
 
 
@@ -69,7 +76,7 @@ def colorize(values: torch.Tensor, colormap: str = "fire", stretch: str | Sequen
     if bool(torch.isnan(flat).any()):
         raise ValueError("values contain NaN")
     lo, hi = stretch_bounds(stretch, torch.stack(torch.aminmax(flat, dim=1), dim=1))
-    check_choice("colormap", colormap, COLORMAPS)
+    check_choice("colormap", colormap, COLORMAPS + (INDEX_COLORMAP,))
     lut = _lut_on(colormap, flat.device)
     rgba = ops.colorize(flat.contiguous(), lo, hi, lut, resolve_backend(backend, flat.device))
     return rgba.view(*values.shape, 4)

@@ -275,3 +275,14 @@ def test_without_compiled_extensions_import_works_and_falls_back_once():
     proc = subprocess.run([sys.executable, "-c", _NO_EXTENSIONS_SCRIPT], env=env, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0 and proc.stdout.strip() == "OK", proc.stderr
+
+
+@pytest.mark.parametrize("name", fv.render.COLORMAPS)
+def test_the_index_colormap_gives_indices_that_the_lut_turns_into_the_colours(name):
+    torch.manual_seed(3)
+    sim = fv.FeatureSimilarity(torch.randn(6, 9, 7))
+    index = sim.render((4, 2), colormap="index")
+    assert torch.equal(index[..., 0], index[..., 1]) and torch.equal(index[..., 3], torch.full_like(index[..., 3], 255))
+    assert torch.equal(fv.colormap(name)[index[..., 0].long()], sim.render((4, 2), colormap=name))
+    values = torch.randn(5, 8)
+    assert torch.equal(fv.colormap(name)[fv.colorize(values, "index")[..., 0].long()], fv.colorize(values, name))

@@ -8,20 +8,20 @@ from featvis_fast.viewer.protocol import MAX_MESSAGE_BYTES, ProtocolError, Reque
     parse_request
 
 HOVER = {"type": "hover", "seq": 3, "panel": 1, "image": "cat", "layer": "_blocks.3", "x": 10.5, "y": 2,
-         "metric": "dot", "colormap": "gray", "stretch": [-1, 2.5], "channel": 7}
+         "metric": "dot", "colormap": "gray", "stretch": [-1, 2.5], "channel": 7, "encoding": "index8"}
 
 
 def test_a_full_hover_parses_to_every_field():
     req = parse_request(json.dumps(HOVER))
     assert req == Request("hover", 3, "cat", "_blocks.3", panel=1, x=10.5, y=2.0, metric="dot", colormap="gray",
-                          stretch=(-1.0, 2.5), channel=7)
+                          stretch=(-1.0, 2.5), channel=7, encoding="index8")
     assert req.slot == ("hover", 1)
 
 
 def test_defaults_and_the_other_types():
     req = parse_request(json.dumps({"type": "hover", "image": "a", "layer": "l", "x": 0, "y": 0}))
-    assert (req.seq, req.panel, req.metric, req.colormap, req.stretch, req.channel) == (0, 0, "cosine", "fire",
-                                                                                         "minmax", None)
+    assert (req.seq, req.panel, req.metric, req.colormap, req.stretch, req.channel, req.encoding) == \
+        (0, 0, "cosine", "fire", "minmax", None, "rgba8")
     vec = parse_request(json.dumps({"type": "vector", "seq": 9, "image": "a", "layer": "l", "x": 1, "y": 2}))
     assert (vec.type, vec.seq, vec.x, vec.y, vec.slot) == ("vector", 9, 1.0, 2.0, ("vector", 0))
     lay = parse_request(json.dumps({"type": "layer", "image": "a", "layer": "l"}))
@@ -48,6 +48,7 @@ def test_defaults_and_the_other_types():
     ('{"type": "hover", "image": "a", "layer": "l", "x": 1, "y": 1, "stretch": [0, NaN]}', "'stretch' must be"),
     ('{"type": "hover", "image": "a", "layer": "l", "x": 1, "y": 1, "channel": "3"}', "'channel' must be an integer"),
     ('{"type": "hover", "image": "a", "layer": "l", "x": 1, "y": 1, "metric": 3}', "'metric' must be a str"),
+    ('{"type": "hover", "image": "a", "layer": "l", "x": 1, "y": 1, "encoding": "png"}', "'encoding' must be one of"),
 ])
 def test_malformed_messages_name_the_problem(message, needle):
     with pytest.raises(ProtocolError, match=None) as info:

@@ -168,11 +168,11 @@ def test_every_message_type_gets_its_reply(client, session):
         header, payload = decode_binary(ws.receive_bytes())
         assert (header["type"], header["seq"], header["panel"], header["cell"]) == ("frame", 7, 1, [0, 16])
         expected = fv.FeatureSimilarity(feats).render((0, 16), colormap="magma").numpy().tobytes()
-        assert payload[:header["rgba_bytes"]] == expected and header["rgba_bytes"] == 13 * 17 * 4
-        assert np.array_equal(np.frombuffer(payload[header["rgba_bytes"]:], "<f4"), feats[:, 0, 16].numpy())
+        assert payload[:header["map_bytes"]] == expected and header["map_bytes"] == 13 * 17 * 4
+        assert np.array_equal(np.frombuffer(payload[header["map_bytes"]:], "<f4"), feats[:, 0, 16].numpy())
         ws.send_text(hover(seq=8, channel=3))
         header, payload = decode_binary(ws.receive_bytes())
-        assert header["channel"] == 3 and payload[:header["rgba_bytes"]] == fv.colorize(feats[3]).numpy().tobytes()
+        assert header["channel"] == 3 and payload[:header["map_bytes"]] == fv.colorize(feats[3]).numpy().tobytes()
         ws.send_text(json.dumps({"type": "vector", "seq": 9, "image": "rand", "layer": "features", "x": 0, "y": 129}))
         header, payload = decode_binary(ws.receive_bytes())
         assert (header["type"], header["seq"], header["cell"]) == ("vector", 9, [12, 0])

@@ -9,6 +9,7 @@ from PIL import Image
 
 import featvis_fast as fv
 from featvis_fast.render import COLORMAPS, colormap
+from featvis_fast.render import colormap as colormap_table
 from featvis_fast.viewer.protocol import ProtocolError, Request
 from featvis_fast.viewer.session import FEATURES_LAYER, ViewerSession
 
@@ -162,3 +163,18 @@ def test_warm_up_loads_the_kernels_without_touching_the_caches(feature_session):
     session.warm_up()
     assert not session._features.entries and not session._similarity.entries
     assert [i["id"] for i in session.state()["images"]] == ["rand"]
+
+
+@pytest.mark.parametrize("colormap", ["fire", "viridis", "gray"])
+@pytest.mark.parametrize("channel,stretch", [(None, "minmax"), (None, (0.0, 0.5)), (4, "minmax")])
+def test_index8_frames_are_the_rgba_frames_through_the_lut(feature_session, colormap, channel, stretch):
+    session, _ = feature_session
+    kw = dict(x=61.0, y=33.0, colormap=colormap, channel=channel, stretch=stretch)
+    rgba_header, rgba, vector = session.frame(hover(**kw))
+    index_header, index, index_vector = session.frame(hover(encoding="index8", **kw))
+    assert (index_header["encoding"], index_header["map_bytes"], rgba_header["map_bytes"]) == ("index8", 11 * 23,
+                                                                                               11 * 23 * 4)
+    assert (index_header["lo"], index_header["hi"], index_header["colormap"]) == (rgba_header["lo"], rgba_header["hi"],
+                                                                                  colormap)
+    lut = colormap_table(colormap).numpy()
+    assert lut[np.frombuffer(index, np.uint8)].tobytes() == rgba and index_vector == vector

@@ -4,10 +4,12 @@ Client -> server, one JSON object per text message (at most MAX_MESSAGE_BYTES):
 
     {"type": "hover", "seq": 17, "panel": 0, "image": "chelsea", "layer": "_blocks.10",
      "x": 120.5, "y": 80.0, "metric": "cosine", "colormap": "fire",
-     "stretch": "minmax" | [lo, hi], "channel": null | 12}
+     "stretch": "minmax" | [lo, hi], "channel": null | 12, "encoding": "rgba8" | "index8"}
         x, y: image pixel (original image coordinates). channel: null shows the similarity map
         to the cell under (x, y); an int shows that single channel's map (min-max stretched
-        unless a fixed stretch is given). Latest wins per panel: a hover that arrives while
+        unless a fixed stretch is given). encoding: "rgba8" (default) sends the coloured map,
+        "index8" one colour-map index per cell (a quarter of the bytes; the client applies the
+        colour map's LUT from /api/state; LUT[index] is exactly the rgba8 colour). Latest wins per panel: a hover that arrives while
         an older one for the same panel waits replaces it, so stale positions are dropped.
     {"type": "vector", "seq": 18, "image": ..., "layer": ..., "x": ..., "y": ...}
         the raw feature vector at (x, y) (for pinning a pixel). Latest wins too.
@@ -16,11 +18,13 @@ Client -> server, one JSON object per text message (at most MAX_MESSAGE_BYTES):
 
 Server -> client:
     binary frame = uint32 little-endian header length N, N bytes of UTF-8 JSON header, payload.
-      "frame"  header {type, seq, panel, image, layer, metric, channel, cell: [row, col],
-                       height, width, channels, lo, hi, server_ms, queued_ms, rgba_bytes, vector_bytes}
+      "frame"  header {type, seq, panel, image, layer, metric, colormap, channel, cell: [row, col],
+                       height, width, channels, lo, hi, server_ms, queued_ms, encoding, map_bytes,
+                       vector_bytes}
                server_ms: computing the frame; queued_ms: waiting in the server before that.
-               payload: height*width*4 bytes RGBA8 (row-major, the map at feature resolution),
-                        then channels float32 LE: the raw feature vector at the cell.
+               payload: map_bytes bytes of the map at feature resolution, row-major: RGBA8
+                        (height*width*4) for "rgba8", uint8 colour-map indices (height*width)
+                        for "index8"; then channels float32 LE: the raw feature vector at the cell.
       "vector" header {type, seq, image, layer, cell, channels, server_ms, vector_bytes}
                payload: channels float32 LE.
     text JSON  {"type": "layer_ready", "seq", "image", "layer", "height", "width", "channels", "server_ms"}
@@ -35,6 +39,7 @@ from dataclasses import dataclass
 
 MAX_MESSAGE_BYTES = 4096
 MESSAGE_TYPES = ("hover", "vector", "layer")
+ENCODINGS = ("rgba8", "index8")
 
 
 class ProtocolError(ValueError):
@@ -59,6 +64,7 @@ class Request:
     colormap: str = "fire"
     stretch: str | tuple[float, float] = "minmax"
     channel: int | None = None
+    encoding: str = "rgba8"
 
     @property
     def slot(self) -> tuple[str, int]:
@@ -131,8 +137,12 @@ def _parse_object(msg: dict) -> Request:
     channel = msg.get("channel")
     if channel is not None:
         channel = _field(msg, "channel", int)
+    encoding = _field(msg, "encoding", str, "rgba8")
+    if encoding not in ENCODINGS:
+        raise ProtocolError(f"'encoding' must be one of {', '.join(ENCODINGS)}, got {encoding!r}")
     return Request(kind, seq, image, layer, panel=panel, x=x, y=y, metric=_field(msg, "metric", str, "cosine"),
-                   colormap=_field(msg, "colormap", str, "fire"), stretch=stretch, channel=channel)
+                   colormap=_field(msg, "colormap", str, "fire"), stretch=stretch, channel=channel,
+                   encoding=encoding)
 
 
 def encode_binary(header: dict, *payloads: bytes) -> bytes:

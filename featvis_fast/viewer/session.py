@@ -21,7 +21,7 @@ from PIL import Image
 
 from .. import _validate
 from ..models import extract, layer_names
-from ..render import COLORMAPS, colorize, colormap
+from ..render import COLORMAPS, INDEX_COLORMAP, colorize, colormap
 from ..similarity import METRICS, FeatureSimilarity
 from .protocol import ProtocolError, Request
 
@@ -204,18 +204,19 @@ class ViewerSession:
                                                                              feats.shape[2] - 1)
 
     def frame(self, req: Request) -> tuple[dict, bytes, bytes]:
-        """A hover: (header, RGBA8 map at feature resolution, float32 vector at the cell)."""
+        """A hover: (header, map at feature resolution (RGBA8, or uint8 indices for index8), float32 vector)."""
         t0 = time.perf_counter()
         if req.colormap not in COLORMAPS:
             raise ProtocolError(f"unknown colormap {req.colormap!r}; choose one of {', '.join(COLORMAPS)}")
+        index = req.encoding == "index8"
+        lut_name = INDEX_COLORMAP if index else req.colormap
         with self._lock:
             feats = self.features(req.image, req.layer)
             row, col = self._cell(req, feats)
             if req.channel is None:
                 sim = self.similarity(req.image, req.layer, req.metric)
                 try:
-                    rgba, lo, hi = sim.render((row, col), colormap=req.colormap, stretch=req.stretch,
-                                              return_range=True)
+                    rgba, lo, hi = sim.render((row, col), colormap=lut_name, stretch=req.stretch, return_range=True)
                 except ValueError as exc:
                     raise ProtocolError(str(exc)) from None
                 lo, hi = float(lo), float(hi)
@@ -225,16 +226,15 @@ class ViewerSession:
                                         f"{feats.shape[0]} channels")
                 values = feats[req.channel]
                 lo, hi = ((float(values.min()), float(values.max())) if req.stretch == "minmax" else req.stretch)
-                rgba = colorize(values, req.colormap, req.stretch, self.backend)
+                rgba = colorize(values, lut_name, req.stretch, self.backend)
             vector = feats[:, row, col].cpu().numpy().astype("<f4")
-            rgba_bytes = rgba.cpu().numpy().tobytes()
+            map_bytes = (rgba[..., 0] if index else rgba).contiguous().cpu().numpy().tobytes()
         header = {"type": "frame", "seq": req.seq, "panel": req.panel, "image": req.image, "layer": req.layer,
-                  "metric": req.metric, "channel": req.channel, "cell": [row, col], "height": int(feats.shape[1]),
-                  "width": int(feats.shape[2]), "channels": int(feats.shape[0]),
-                  "lo": lo, "hi": hi,
-                  "server_ms": (time.perf_counter() - t0) * 1e3, "rgba_bytes": len(rgba_bytes),
-                  "vector_bytes": vector.nbytes}
-        return header, rgba_bytes, vector.tobytes()
+                  "metric": req.metric, "colormap": req.colormap, "channel": req.channel, "cell": [row, col],
+                  "height": int(feats.shape[1]), "width": int(feats.shape[2]), "channels": int(feats.shape[0]),
+                  "lo": lo, "hi": hi, "server_ms": (time.perf_counter() - t0) * 1e3, "encoding": req.encoding,
+                  "map_bytes": len(map_bytes), "vector_bytes": vector.nbytes}
+        return header, map_bytes, vector.tobytes()
 
     def vector(self, req: Request) -> tuple[dict, bytes]:
         t0 = time.perf_counter()

@@ -8,7 +8,7 @@ const PANELS = [0, 1];
 
 export class ViewerClient {
   /**
-   * handlers: open(), close(), frame({header, rgba, vector, request}),
+   * handlers: open(), close(), frame({header, rgba, indices, vector, request}),
    * vector({header, vector, request}), layerReady(msg, panels), error(msg).
    * `request` is the in-flight entry a reply answers ({key, meta, sentAt, ...}) or null.
    */
@@ -87,11 +87,11 @@ export class ViewerClient {
     this.handlers.close(event);
   }
 
-  onFrame({ header, rgba, vector }) {
+  onFrame({ header, rgba, indices, vector }) {
     const slot = this.frames[header.panel];
     if (!slot) return;
     const request = slot.settle(header.seq); // the next hover goes out before we paint
-    this.handlers.frame({ header, rgba, vector, request });
+    this.handlers.frame({ header, rgba, indices, vector, request });
   }
 
   onVector({ header, vector }) {

@@ -20,18 +20,20 @@ export function decodeBinary(buffer) {
   const header = JSON.parse(new TextDecoder().decode(new Uint8Array(buffer, 4, n)));
   let offset = 4 + n;
   let rgba = null;
+  let indices = null; // "index8" frames: one colour-map index per cell, coloured by the page
   if (header.type === "frame") {
-    rgba = new Uint8ClampedArray(buffer, offset, header.rgba_bytes);
-    offset += header.rgba_bytes;
+    if (header.encoding === "index8") indices = new Uint8Array(buffer, offset, header.map_bytes);
+    else rgba = new Uint8ClampedArray(buffer, offset, header.map_bytes);
+    offset += header.map_bytes;
   }
   const count = header.vector_bytes / 4;
   const vector = new Float32Array(count);
   for (let i = 0; i < count; i++) vector[i] = view.getFloat32(offset + 4 * i, true);
-  return { header, rgba, vector };
+  return { header, rgba, indices, vector };
 }
 
 /**
- * One WebSocket with reconnects. Handlers: open, close, frame({header, rgba, vector}),
+ * One WebSocket with reconnects. Handlers: open, close, frame({header, rgba, indices, vector}),
  * vector({header, vector}), layer_ready(msg), error(msg).
  */
 export class Connection {
@@ -168,4 +170,18 @@ export async function downloadAs(url, filename) {
   link.click();
   link.remove();
   setTimeout(() => URL.revokeObjectURL(href), 30000);
+}
+
+/** uint8 colour-map indices -> RGBA bytes through a (256, 4) LUT packed as 32-bit words. */
+export function applyLut(indices, lut32) {
+  const out = new Uint32Array(indices.length);
+  for (let i = 0; i < indices.length; i++) out[i] = lut32[indices[i]];
+  return new Uint8ClampedArray(out.buffer);
+}
+
+/** A LUT given as 256 [r, g, b, a] rows, packed for applyLut (byte order = the platform's). */
+export function packLut(rows) {
+  const bytes = new Uint8Array(rows.length * 4);
+  rows.forEach((rgba, i) => bytes.set(rgba, i * 4));
+  return new Uint32Array(bytes.buffer);
 }

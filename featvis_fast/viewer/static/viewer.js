@@ -4,7 +4,7 @@
 import { VectorCharts, drawLut, fmt } from "./charts.js";
 import { ViewerClient } from "./client.js";
 import { wireCanvas, wireChart, wireKeys } from "./input.js";
-import { downloadAs, fetchJson, loadPhoto, withToken } from "./net.js";
+import { applyLut, downloadAs, fetchJson, loadPhoto, packLut, withToken } from "./net.js";
 import { PanelView, View } from "./view.js";
 
 const $ = (id) => document.getElementById(id);
@@ -48,7 +48,7 @@ class Panel {
     this.index = index;
     this.layer = null;
     this.channel = null; // a single channel's map instead of the similarity map
-    this.lastFrame = null; // {header, rgba}
+    this.lastFrame = null; // {header, rgba}: rgba is the painted map (index8 frames: after the LUT)
     this.shownRef = null; // image pixel the shown map refers to
     this.paintedSeq = 0;
     this.timing = null; // {server, rtt} of the last painted frame, ms
@@ -169,6 +169,7 @@ function wantFrame(panel, pos, t = null) {
   const build = () => (app.image && app.image.id === image ? {
     type: "hover", panel: panel.index, image, layer: panel.layer, x: pos.x, y: pos.y,
     metric: ui.metric.value, colormap: ui.colormap.value, stretch: app.stretch, channel: panel.channel,
+    encoding: "index8", // a quarter of the bytes of RGBA; the LUT is applied here
   } : null);
   client.wantFrame(panel.index, build, { pos, t, pinned: app.pin !== null });
 }
@@ -204,11 +205,17 @@ function onClose() {
   setMessage("connection lost; reconnecting…", "error");
 }
 
-function onFrame({ header, rgba, vector, request }) {
+const packedLuts = new Map(); // colour map name -> LUT packed for applyLut
+
+function onFrame({ header, rgba, indices, vector, request }) {
   const received = performance.now();
   const panel = panels[header.panel];
   if (!app.image || header.image !== app.image.id || header.layer !== panel.layer) return;
   if (!request && header.seq < panel.paintedSeq) return;
+  if (indices) {
+    if (!packedLuts.has(header.colormap)) packedLuts.set(header.colormap, packLut(app.state.colormaps[header.colormap]));
+    rgba = applyLut(indices, packedLuts.get(header.colormap));
+  }
   panel.lastFrame = { header, rgba };
   panel.shownRef = request ? request.meta.pos : cellCenter(header);
   panel.paintedSeq = header.seq;
