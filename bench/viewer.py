@@ -51,13 +51,15 @@ class NaiveSession(ViewerSession):
         sim = torch.nn.functional.cosine_similarity(feats, feats[:, row:row + 1, col:col + 1], dim=0)
         lo, hi = torch.aminmax(sim)
         idx = ((sim - lo) * (255.0 / (hi - lo).clamp_min(1e-12)) + 0.5).clamp_(0, 255).long()
-        rgba = torch.as_tensor(fv.render.colormap(req.colormap), device=feats.device)[idx]
+        if req.encoding == "index8":
+            rgba_bytes = idx.to(torch.uint8).cpu().numpy().tobytes()
+        else:
+            rgba_bytes = fv.colormap(req.colormap, feats.device)[idx].cpu().numpy().tobytes()
         vector = feats[:, row, col].cpu().numpy().astype("<f4")
-        rgba_bytes = rgba.cpu().numpy().tobytes()
         header = {"type": "frame", "seq": req.seq, "panel": req.panel, "cell": [row, col],
                   "height": int(feats.shape[1]), "width": int(feats.shape[2]), "channels": int(feats.shape[0]),
                   "lo": float(lo), "hi": float(hi), "server_ms": (time.perf_counter() - t0) * 1e3,
-                  "map_bytes": len(rgba_bytes), "encoding": "rgba8", "colormap": req.colormap,
+                  "map_bytes": len(rgba_bytes), "encoding": req.encoding, "colormap": req.colormap,
                   "vector_bytes": vector.nbytes, "image": req.image,
                   "layer": req.layer, "metric": req.metric, "channel": None}
         return header, rgba_bytes, vector.tobytes()
@@ -92,7 +94,8 @@ def percentiles(values: list[float]) -> dict:
             "mean": float(arr.mean())}
 
 
-def socket_client(server: ViewerServer, session: ViewerSession, moves: int) -> dict:
+def socket_client(server: ViewerServer, session: ViewerSession, moves: int, encoding: str = "index8") -> dict:
+    """One hover in flight, asking for index8 frames as the page does."""
     from websockets.sync.client import connect
 
     image = session.images["synthetic"].image
@@ -101,7 +104,7 @@ def socket_client(server: ViewerServer, session: ViewerSession, moves: int) -> d
         for k, (x, y) in enumerate(path_points(image.width, image.height, moves + 10)):
             t0 = time.perf_counter()
             ws.send(json.dumps({"type": "hover", "seq": k, "image": "synthetic", "layer": FEATURES_LAYER,
-                                "x": x, "y": y}))
+                                "x": x, "y": y, "encoding": encoding}))
             header, _ = decode_binary(ws.recv())
             if k >= 10:  # warm-up: caches built, kernels loaded
                 rtt.append((time.perf_counter() - t0) * 1e3)
