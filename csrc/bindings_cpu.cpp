@@ -1,10 +1,11 @@
 // Python bindings for the featvis-fast CPU kernels (csrc/similarity_cpu.h).
 #include <torch/extension.h>
 
+#include "rectifier_cpu.h"
 #include "similarity_cpu.h"
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "featvis-fast CPU kernels: pixel similarity and LUT colorization";
+  m.doc() = "featvis-fast CPU kernels: pixel similarity, LUT colorization, rectifier rules";
   m.def("pixel_similarity", &featvis::cpu::pixel_similarity,
         "pixel_similarity(features (C,N) f32/f16/bf16/int8, queries (Q,C) same dtype, "
         "metric 0=inner 1=angular 2=euclidean, scales (N,) f32 or None, "
@@ -21,4 +22,15 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "truncated (NaN -> 0; scale 0 when hi <= lo); rgba = lut[idx].",
         py::arg("sim"), py::arg("lo"), py::arg("hi"), py::arg("lut"),
         py::arg("rgba_out"), py::call_guard<py::gil_scoped_release>());
+  m.def("rectify", &featvis::cpu::rectify,
+        "rectify(x f32/f16/bf16 contiguous, lo, hi, slope, y_out like x (may be x), packed_out "
+        "(ceil(n/32),) int32 or (0,)) -> None. y = clamp(x, lo, hi) (slope 0) or x>0 ? x : slope*x; "
+        "mask bit i%32 of word i/32 = lo < x_i < hi.",
+        py::arg("x"), py::arg("lo"), py::arg("hi"), py::arg("slope"), py::arg("y_out"), py::arg("packed_out"),
+        py::call_guard<py::gil_scoped_release>());
+  m.def("rectify_backward", &featvis::cpu::rectify_backward,
+        "rectify_backward(grad, packed int32, rule 0=backprop 1=deconvnet 2=guided, slope, dx_out like grad) "
+        "-> None. dx = g * (f(m) * d(g)), f(m) = m ? 1 : slope, d(g) = g > 0 ? 1 : slope.",
+        py::arg("grad"), py::arg("packed"), py::arg("rule"), py::arg("slope"), py::arg("dx_out"),
+        py::call_guard<py::gil_scoped_release>());
 }

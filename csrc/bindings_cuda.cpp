@@ -1,5 +1,6 @@
 // Torch glue for the CUDA backend: argument checks, device guard and current stream, then the
-// torch-free C ABI of similarity_cuda.h (similarity_cuda.cu, similarity_int8_cuda.cu, colorize_cuda.cu).
+// torch-free C ABIs of similarity_cuda.h (similarity_cuda.cu, similarity_int8_cuda.cu, colorize_cuda.cu)
+// and rectifier_cuda.h (rectifier_cuda.cu).
 // Built JIT as `featvis_cuda`.
 #include <torch/extension.h>
 
@@ -10,6 +11,7 @@
 #include <limits>
 #include <optional>
 
+#include "rectifier_cuda.h"
 #include "similarity_cuda.h"
 
 namespace {
@@ -116,6 +118,50 @@ void colorize(const at::Tensor& sim, const at::Tensor& lo, const at::Tensor& hi,
   TORCH_CHECK(err == 0, "featvis_cuda: colorize failed: ", featvis_cuda_error_string(err));
 }
 
+// Shared checks of the rectifier ops: `in` and `out` on one device, contiguous, same float dtype
+// and size; `packed` int32 on that device. Returns the dtype code.
+int check_elementwise(const at::Tensor& in, const char* in_name, const at::Tensor& out, const at::Tensor& packed) {
+  const at::Device device = in.device();
+  check_tensor(in, in_name, device);
+  check_tensor(out, "output", device);
+  check_tensor(packed, "packed", device);
+  const auto s = in.scalar_type();
+  TORCH_CHECK(s == at::kFloat || s == at::kHalf || s == at::kBFloat16, "featvis_cuda: ", in_name,
+              " must be float32, float16 or bfloat16, got ", s);
+  TORCH_CHECK(out.scalar_type() == s && out.numel() == in.numel(), "featvis_cuda: output must match ", in_name);
+  TORCH_CHECK(packed.scalar_type() == at::kInt, "featvis_cuda: packed must be int32");
+  return dtype_code(s);
+}
+
+// y_out may be x (in place); packed_out (0,) saves no mask.
+void rectify(const at::Tensor& x, double lo, double hi, double slope, const at::Tensor& y_out,
+             const at::Tensor& packed_out) {
+  const int dtype = check_elementwise(x, "x", y_out, packed_out);
+  const int64_t n = x.numel();
+  const bool save = packed_out.numel() > 0;
+  TORCH_CHECK(!save || packed_out.numel() == (n + 31) / 32, "featvis_cuda: packed_out must have ", (n + 31) / 32,
+              " words (or 0), got ", packed_out.numel());
+  const c10::cuda::CUDAGuard guard(x.device());
+  const int err = featvis_rectify_cuda(x.data_ptr(), y_out.data_ptr(), save ? packed_out.data_ptr<int32_t>() : nullptr,
+                                       n, dtype, static_cast<float>(lo), static_cast<float>(hi),
+                                       static_cast<float>(slope), current_stream());
+  TORCH_CHECK(err == 0, "featvis_cuda: rectify failed: ", featvis_cuda_error_string(err));
+}
+
+void rectify_backward(const at::Tensor& grad, const at::Tensor& packed, int64_t rule, double slope,
+                      const at::Tensor& dx_out) {
+  const int dtype = check_elementwise(grad, "grad", dx_out, packed);
+  const int64_t n = grad.numel();
+  TORCH_CHECK(rule >= FEATVIS_RULE_BACKPROP && rule <= FEATVIS_RULE_GUIDED, "featvis_cuda: rule must be 0, 1 or 2");
+  TORCH_CHECK(rule == FEATVIS_RULE_DECONVNET || packed.numel() == (n + 31) / 32, "featvis_cuda: packed must have ",
+              (n + 31) / 32, " words, got ", packed.numel());
+  const c10::cuda::CUDAGuard guard(grad.device());
+  const int32_t* pp = rule == FEATVIS_RULE_DECONVNET ? nullptr : packed.data_ptr<int32_t>();
+  const int err = featvis_rectify_backward_cuda(grad.data_ptr(), pp, dx_out.data_ptr(), n, dtype,
+                                                static_cast<int>(rule), static_cast<float>(slope), current_stream());
+  TORCH_CHECK(err == 0, "featvis_cuda: rectify_backward failed: ", featvis_cuda_error_string(err));
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("pixel_similarity", &pixel_similarity,
         "sim_out[q, n] = metric(features[:, n], queries[q]) (int8: exact int32 sum * scales[n] * query_scales[q]); "
@@ -124,4 +170,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("sim_out"), py::arg("minmax_out"));
   m.def("colorize", &colorize, "rgba_out[q, n] = lut[index of sim[q, n] in [lo[q], hi[q]]]", py::arg("sim"),
         py::arg("lo"), py::arg("hi"), py::arg("lut"), py::arg("rgba_out"));
+  m.def("rectify", &rectify, "y = rectifier(x), packed mask bits lo < x < hi (warp ballots)", py::arg("x"),
+        py::arg("lo"), py::arg("hi"), py::arg("slope"), py::arg("y_out"), py::arg("packed_out"));
+  m.def("rectify_backward", &rectify_backward, "dx = g * (f(m) * d(g)) from the packed mask", py::arg("grad"),
+        py::arg("packed"), py::arg("rule"), py::arg("slope"), py::arg("dx_out"));
 }

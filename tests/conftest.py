@@ -53,11 +53,14 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture
 def poison_outputs(monkeypatch):
-    """Kernel outputs start as NaN / 0xAB bytes so any element a kernel leaves unwritten shows."""
-    from featvis_fast.ops import similarity as op_module
+    """Kernel outputs start as NaN / 0xAB bytes / 0x55555555 words so any element a kernel leaves unwritten shows."""
+    from featvis_fast.ops import rectifier, similarity
 
     def poisoned(shape, dtype, device):
         t = torch.empty(shape, dtype=dtype, device=device)
-        return t.fill_(float("nan")) if dtype.is_floating_point else t.fill_(0xAB)
+        if dtype.is_floating_point:
+            return t.fill_(float("nan"))
+        return t.fill_(0x55555555 if dtype == torch.int32 else 0xAB)
 
-    monkeypatch.setattr(op_module, "_empty", poisoned)
+    for module in (similarity, rectifier):
+        monkeypatch.setattr(module, "_empty", poisoned)

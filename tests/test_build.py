@@ -39,7 +39,7 @@ def test_extension_source_lists_cover_csrc():
 
 @pytest.mark.skipif(NVCC is None, reason="no nvcc here")
 def test_cuda_sources_link_into_the_c_abi(tmp_path):
-    """The torch-free .cu files link on their own (no undefined symbols) and export similarity_cuda.h's C ABI."""
+    """The torch-free .cu files link on their own (no undefined symbols) and export the C ABI of every *_cuda.h header."""
     sources = [os.path.join(CSRC, s) for s in _extensions.CUDA_SOURCES if s.endswith(".cu")]
     lib = tmp_path / "libfeatvis_cuda.so"
     cmd = [NVCC, "-shared", "-Xcompiler", "-fPIC", "-O1", "-std=c++17", "-gencode", "arch=compute_90,code=sm_90",
@@ -47,9 +47,11 @@ def test_cuda_sources_link_into_the_c_abi(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr
     exported = subprocess.run(["nm", "-D", "--defined-only", str(lib)], capture_output=True, text=True).stdout
-    with open(os.path.join(CSRC, "similarity_cuda.h")) as header:
-        declared = set(re.findall(r"\b(featvis_\w+)\(", header.read()))
-    assert declared, "no C ABI declarations found in similarity_cuda.h"
+    declared = set()
+    for path in glob.glob(os.path.join(CSRC, "*_cuda.h")):
+        with open(path) as header:
+            declared |= set(re.findall(r"\b(featvis_\w+)\(", header.read()))
+    assert {"featvis_pixel_similarity_cuda", "featvis_rectify_cuda", "featvis_rectify_backward_cuda"} <= declared
     for name in declared:
         assert re.search(rf"\bT {name}$", exported, re.M), f"{name} is declared but not exported"
 

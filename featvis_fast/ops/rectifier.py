@@ -1,0 +1,148 @@
+"""`featvis::rectify`, `featvis::rectify_` and `featvis::rectify_backward`: the registered ops of the
+rectifier-rule hot path (semantics: featvis_fast._rectifier_reference).
+
+`rectify` is differentiable (register_autograd): its forward saves only the bit-packed mask (none
+for DeconvNet) and its backward is `rectify_backward`. The in-place `rectify_` mutates x and
+returns the mask; `rectify_inplace` wraps it in an autograd.Function (mark_dirty) so in-place
+rectifiers (`nn.ReLU(inplace=True)`, `torch.relu_`) keep their semantics and get the same rule.
+Each op takes the backend name last; float64 always runs the reference.
+"""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import torch
+
+from .. import _extensions
+from .. import _rectifier_reference as ref
+
+
+def _empty(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Output allocation for every compiled/Triton backend (tests patch it to poison outputs)."""
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
+def _triton_module():
+    from featvis_fast.kernels import rectifier as module
+
+    return SimpleNamespace(rectify=module.rectify_triton, rectify_backward=module.rectify_backward_triton)
+
+
+_MODULES = {"cpp": _extensions.load_cpu, "cuda": _extensions.load_cuda, "triton": _triton_module}
+
+
+def _module_for(backend: str, dtype: torch.dtype):
+    """The kernel module of `backend`, or None for the reference (backend torch, or float64)."""
+    if backend == "torch" or dtype == torch.float64:
+        return None
+    return _MODULES[backend]()
+
+
+def _check_rule(rule: int) -> None:
+    if rule not in ref.RULES:
+        raise ValueError(f"unknown rule {rule}; expected 0 (backprop), 1 (deconvnet) or 2 (guided)")
+
+
+def _mask_buffer(x: torch.Tensor, rule: int) -> torch.Tensor:
+    words = ref.words_for(x.numel()) if rule != ref.DECONVNET else 0
+    return _empty((words,), torch.int32, x.device)
+
+
+@torch.library.custom_op("featvis::rectify", mutates_args=())
+def rectify(x: torch.Tensor, lo: float, hi: float, slope: float, rule: int,
+            backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """x (any shape) -> (y like x, packed mask (ceil(n/32),) int32; (0,) for DeconvNet, which needs none).
+
+    y = clamp(x, lo, hi) when slope == 0, else x > 0 ? x : slope * x (lo = 0, hi = inf)."""
+    _check_rule(rule)
+    x = x.contiguous()
+    module = _module_for(backend, x.dtype)
+    if module is None:
+        return ref.rectify(x, lo, hi, slope, save_mask=rule != ref.DECONVNET)
+    y = _empty(tuple(x.shape), x.dtype, x.device)
+    packed = _mask_buffer(x, rule)
+    module.rectify(x, lo, hi, slope, y, packed)
+    return y, packed
+
+
+@rectify.register_fake
+def _(x, lo, hi, slope, rule, backend):
+    words = ref.words_for(x.numel()) if rule != ref.DECONVNET else 0
+    return torch.empty_like(x, memory_format=torch.contiguous_format), x.new_empty((words,), dtype=torch.int32)
+
+
+@torch.library.custom_op("featvis::rectify_", mutates_args=("x",))
+def rectify_(x: torch.Tensor, lo: float, hi: float, slope: float, rule: int, backend: str) -> torch.Tensor:
+    """In place: x <- rectifier(x) (x contiguous); returns the packed mask as `rectify` does."""
+    _check_rule(rule)
+    if not x.is_contiguous():
+        raise ValueError("featvis::rectify_ needs a contiguous tensor")
+    module = _module_for(backend, x.dtype)
+    if module is None:
+        y, packed = ref.rectify(x, lo, hi, slope, save_mask=rule != ref.DECONVNET)
+        x.copy_(y)
+        return packed
+    packed = _mask_buffer(x, rule)
+    module.rectify(x, lo, hi, slope, x, packed)
+    return packed
+
+
+@rectify_.register_fake
+def _(x, lo, hi, slope, rule, backend):
+    words = ref.words_for(x.numel()) if rule != ref.DECONVNET else 0
+    return x.new_empty((words,), dtype=torch.int32)
+
+
+@torch.library.custom_op("featvis::rectify_backward", mutates_args=())
+def rectify_backward(grad: torch.Tensor, packed: torch.Tensor, rule: int, slope: float,
+                     backend: str) -> torch.Tensor:
+    """grad (any shape), packed (ceil(n/32),) int32 -> dx like grad: dx = g * (f(m) * d(g))."""
+    _check_rule(rule)
+    grad = grad.contiguous()
+    module = _module_for(backend, grad.dtype)
+    if module is None:
+        return ref.rectify_backward(grad, packed, rule, slope,
+                                    compute_dtype=torch.float64 if grad.dtype == torch.float64 else torch.float32)
+    dx = _empty(tuple(grad.shape), grad.dtype, grad.device)
+    module.rectify_backward(grad, packed.contiguous(), rule, slope, dx)
+    return dx
+
+
+@rectify_backward.register_fake
+def _(grad, packed, rule, slope, backend):
+    return torch.empty_like(grad, memory_format=torch.contiguous_format)
+
+
+def _setup_rectify(ctx, inputs, output):
+    _, _, _, slope, rule, backend = inputs
+    ctx.rule, ctx.slope, ctx.backend = rule, slope, backend
+    ctx.save_for_backward(output[1])
+    ctx.mark_non_differentiable(output[1])
+
+
+def _backward_rectify(ctx, grad_y, grad_packed):
+    (packed,) = ctx.saved_tensors
+    return rectify_backward(grad_y, packed, ctx.rule, ctx.slope, ctx.backend), None, None, None, None, None
+
+
+rectify.register_autograd(_backward_rectify, setup_context=_setup_rectify)
+
+
+class _RectifyInplace(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, lo, hi, slope, rule, backend):
+        packed = rectify_(x, lo, hi, slope, rule, backend)
+        ctx.rule, ctx.slope, ctx.backend = rule, slope, backend
+        ctx.save_for_backward(packed)
+        ctx.mark_dirty(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        (packed,) = ctx.saved_tensors
+        return rectify_backward(grad_y, packed, ctx.rule, ctx.slope, ctx.backend), None, None, None, None, None
+
+
+def rectify_inplace(x: torch.Tensor, lo: float, hi: float, slope: float, rule: int, backend: str) -> torch.Tensor:
+    """x <- rectifier(x) in place, differentiable with `rule` (x contiguous); returns x."""
+    return _RectifyInplace.apply(x, lo, hi, slope, rule, backend)
