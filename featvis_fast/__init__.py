@@ -4,6 +4,8 @@ Importing never fails because a compiled extension is missing: backends load on 
 fall back (with one warning) when an automatically chosen one is unavailable.
 """
 from ._backend import BackendUnavailableError, backends
+from .backprop import (Unit, deconvnet, gradcam, guided_backprop, guided_gradcam, lrp,
+                       saliency)
 from .images import load_image, sample_image, sample_images
 from .models import Preprocess, extract, layer_names, load_model
 from .render import colorize, colormap, grid, overlay
@@ -12,7 +14,7 @@ from .similarity import METRICS, FeatureSimilarity
 __version__ = "0.1.0"
 
 __all__ = [
-    "BackendUnavailableError", "FeatureSimilarity", "METRICS", "Preprocess", "backends", "colorize", "colormap",
-    "extract", "grid", "layer_names", "load_image", "load_model", "overlay", "sample_image",
-    "sample_images",
+    "BackendUnavailableError", "FeatureSimilarity", "METRICS", "Preprocess", "Unit", "backends", "colorize",
+    "colormap", "deconvnet", "extract", "gradcam", "grid", "guided_backprop", "guided_gradcam", "layer_names", "lrp",
+    "load_image", "load_model", "overlay", "saliency", "sample_image", "sample_images",
 ]

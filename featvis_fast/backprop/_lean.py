@@ -1,0 +1,132 @@
+"""Autograd functions that keep alive only what the input gradient needs.
+
+Attribution never needs parameter gradients, yet autograd's convolution saves its input and
+batch norm its input, whatever requires grad: one activation-sized tensor per layer. Inside an
+attribution (parameters detached) these replacements save only the weight (conv, linear) or a
+per-channel scale (eval-mode batch norm), so with bit-packed rectifier masks the backward keeps
+about 1/32 of an activation per rectifier instead of two or three activations per block.
+The numbers are torch's own kernels: the forward calls the same function, the backward calls
+aten.convolution_backward with only the input gradient requested.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ._lrp import epsilon_factor
+
+_CONV_DIMS = {F.conv1d: 1, F.conv2d: 2, F.conv3d: 3}
+
+
+def _save(ctx, keep, z, eps):
+    """Save what the backward needs: `keep`, plus LRP's ratio z / (z + eps * sign(z)) when eps is
+    set (computed now: an in-place rectifier may overwrite z before the backward)."""
+    ctx.save_for_backward(keep, epsilon_factor(z, eps) if eps is not None else None)
+
+
+def _incoming(ctx, grad):
+    """The backward signal, scaled by LRP's epsilon ratio when one was saved (see _lrp)."""
+    keep, factor = ctx.saved_tensors
+    return keep, (grad if factor is None else grad * factor)
+
+
+def _tuple(v, d):
+    return [int(v)] * d if isinstance(v, int) else [int(e) for e in v]
+
+
+class _ConvInputGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride, padding, dilation, groups, func, eps):
+        z = func(x, weight, bias, stride, padding, dilation, groups)
+        _save(ctx, weight, z, eps)
+        ctx.conf = (tuple(x.shape), stride, padding, dilation, groups)
+        return z
+
+    @staticmethod
+    def backward(ctx, grad):
+        weight, grad = _incoming(ctx, grad)
+        shape, stride, padding, dilation, groups = ctx.conf
+        placeholder = grad.new_empty(1).expand(shape)  # only its shape is read
+        dx = torch.ops.aten.convolution_backward(grad, placeholder, weight, None, stride, padding, dilation,
+                                                 False, [0] * len(stride), groups, [True, False, False])[0]
+        return dx, None, None, None, None, None, None, None, None
+
+
+class _LinearInputGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps):
+        z = F.linear(x, weight, bias)
+        _save(ctx, weight, z, eps)
+        return z
+
+    @staticmethod
+    def backward(ctx, grad):
+        weight, grad = _incoming(ctx, grad)
+        return grad @ weight.to(grad.dtype), None, None, None
+
+
+class _ChannelAffine(torch.autograd.Function):
+    """y = x * scale + shift with (1, C, 1, ...) scale/shift: eval-mode batch norm."""
+
+    @staticmethod
+    def forward(ctx, x, scale, shift, eps):
+        z = torch.addcmul(shift, x, scale)
+        _save(ctx, scale, z, eps)
+        return z
+
+    @staticmethod
+    def backward(ctx, grad):
+        scale, grad = _incoming(ctx, grad)
+        return grad * scale, None, None, None
+
+
+def _arg(args, kwargs, index, name, default):
+    return args[index] if len(args) > index else kwargs.get(name, default)
+
+
+def lean_call(func, args, kwargs, eps: float | None = None):
+    """A lean replacement's result for this call, or NotImplemented to run `func` as usual.
+
+    Only taken when grad is on, the input requires grad and no parameter of the call does.
+    eps: also apply LRP's epsilon ratio in the backward (the output is then saved too)."""
+    if not torch.is_grad_enabled() or not args or not isinstance(args[0], torch.Tensor):
+        return NotImplemented
+    x = args[0]
+    if not x.requires_grad:
+        return NotImplemented
+    if func in _CONV_DIMS:
+        d = _CONV_DIMS[func]
+        weight, bias = _arg(args, kwargs, 1, "weight", None), _arg(args, kwargs, 2, "bias", None)
+        padding = _arg(args, kwargs, 4, "padding", 0)
+        if isinstance(padding, str) or weight is None or weight.requires_grad or (bias is not None and bias.requires_grad):
+            return NotImplemented
+        if x.dim() != d + 2:  # unbatched input: leave it to torch
+            return NotImplemented
+        stride = _tuple(_arg(args, kwargs, 3, "stride", 1), d)
+        dilation = _tuple(_arg(args, kwargs, 5, "dilation", 1), d)
+        groups = int(_arg(args, kwargs, 6, "groups", 1))
+        return _ConvInputGrad.apply(x, weight, bias, stride, _tuple(padding, d), dilation, groups, func, eps)
+    if func is F.linear:
+        weight, bias = _arg(args, kwargs, 1, "weight", None), _arg(args, kwargs, 2, "bias", None)
+        if weight is None or weight.requires_grad or (bias is not None and bias.requires_grad):
+            return NotImplemented
+        return _LinearInputGrad.apply(x, weight, bias, eps)
+    if func is F.batch_norm:
+        mean, var = _arg(args, kwargs, 1, "running_mean", None), _arg(args, kwargs, 2, "running_var", None)
+        weight, bias = _arg(args, kwargs, 3, "weight", None), _arg(args, kwargs, 4, "bias", None)
+        training, eps = _arg(args, kwargs, 5, "training", False), float(_arg(args, kwargs, 7, "eps", 1e-5))
+        if training or mean is None or var is None or x.dim() < 2:
+            return NotImplemented
+        if any(t is not None and t.requires_grad for t in (weight, bias, mean, var)):
+            return NotImplemented
+        with torch.no_grad():
+            scale = torch.rsqrt(var.float() + eps)
+            if weight is not None:
+                scale = scale * weight.float()
+            shift = -mean.float() * scale
+            if bias is not None:
+                shift = shift + bias.float()
+            view = (1, -1) + (1,) * (x.dim() - 2)
+            scale, shift = scale.to(x.dtype).view(view), shift.to(x.dtype).view(view)
+        return _ChannelAffine.apply(x, scale, shift, eps)
+    return NotImplemented

@@ -1,0 +1,114 @@
+"""The TorchFunctionMode that applies a backward rule to every rectifier a forward pass executes.
+
+It sits at the torch-function level, so it sees each call however the model makes it (module,
+functional, Tensor method, in place, a module reused many times) and never touches the model:
+leaving the `with` block, also through an exception, leaves nothing behind.
+"""
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+
+import torch
+from torch.overrides import TorchFunctionMode
+
+from .. import _rectifier_reference as ref
+from ..ops import rectifier as rectifier_ops
+from . import _lean, _rectifiers
+from ._lrp import LINEAR_FUNCS, epsilon_ratio
+
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+class NonPiecewiseLinearWarning(UserWarning):
+    """A forward pass ran an activation with no rectifier rule (SiLU, GELU, ...): it got the plain gradient."""
+
+
+class RectifierRuleMode(TorchFunctionMode):
+    """Inside `with RectifierRuleMode(rule, backend):` every rectifier call is replaced by the fused
+    op that saves a bit-packed mask and backpropagates with `rule` (ref.BACKPROP / DECONVNET / GUIDED).
+
+    lean: detach parameters and use the input-gradient-only conv / linear / batch-norm functions
+    (see _lean). lrp_eps: LRP-epsilon on linear layers (see _lrp). nonlinear: what to do on an
+    activation without a rule: "warn" (plain gradient + NonPiecewiseLinearWarning), "error", "ignore".
+    `counts` tallies the rectifier calls that were handled, by form.
+    """
+
+    def __init__(self, rule: int, backend: str, *, lean: bool = True, lrp_eps: float | None = None,
+                 nonlinear: str = "warn") -> None:
+        super().__init__()
+        if nonlinear not in ("warn", "error", "ignore"):
+            raise ValueError(f"nonlinear must be 'warn', 'error' or 'ignore', got {nonlinear!r}")
+        self.rule, self.backend, self.lean, self.lrp_eps, self.nonlinear = rule, backend, lean, lrp_eps, nonlinear
+        self.counts: Counter[str] = Counter()
+        self.nonlinear_seen: Counter[str] = Counter()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        call = _rectifiers.parse(func, args, kwargs)
+        if call is not None and self._differentiable(call.x):
+            self.counts[call.form] += 1
+            return self._rectify(call)
+        name = _rectifiers.nonlinear_name(func)
+        if name is not None:
+            self._saw_nonlinear(name)
+        if self.lean and getattr(func, "__name__", "") not in ("__get__", "__set__"):
+            args, kwargs = _detach_parameters(args, kwargs)
+        eps = self.lrp_eps if func in LINEAR_FUNCS else None
+        out = _lean.lean_call(func, args, kwargs, eps) if self.lean else NotImplemented
+        if out is not NotImplemented:
+            return out
+        out = func(*args, **kwargs)
+        if eps is not None and isinstance(out, torch.Tensor):
+            out = epsilon_ratio(out, eps)
+        return out
+
+    @staticmethod
+    def _differentiable(x: torch.Tensor) -> bool:
+        return torch.is_grad_enabled() and x.requires_grad and x.dtype in _FLOAT_DTYPES
+
+    def _rectify(self, c: _rectifiers.RectifierCall) -> torch.Tensor:
+        x = c.x
+        if x.is_contiguous():
+            flat, restore = x, None
+        elif x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+            flat, restore = x.permute(0, 2, 3, 1), (0, 3, 1, 2)  # a contiguous view of the same memory
+        else:
+            flat, restore = x, None
+        if c.inplace:
+            if flat.is_contiguous() and x._base is None:
+                rectifier_ops.rectify_inplace(flat, c.lo, c.hi, c.slope, self.rule, self.backend)
+                return x
+            y = rectifier_ops.rectify(flat, c.lo, c.hi, c.slope, self.rule, self.backend)[0]
+            return x.copy_(y.permute(*restore) if restore else y)
+        y = rectifier_ops.rectify(flat, c.lo, c.hi, c.slope, self.rule, self.backend)[0]
+        return y.permute(*restore) if restore else y
+
+    def _saw_nonlinear(self, name: str) -> None:
+        if self.rule == ref.BACKPROP and self.lrp_eps is None:
+            return  # the plain gradient is exact for any activation
+        self.nonlinear_seen[name] += 1
+        if self.nonlinear == "error":
+            raise ValueError(f"the model runs {name}, which is not piecewise linear: no "
+                             f"{_RULE_NAMES[self.rule]} rule exists for it (nonlinear='warn' uses its plain gradient)")
+
+    def warn_nonlinear(self, method: str) -> None:
+        """One warning per attribution call naming each non-piecewise-linear activation met."""
+        if self.nonlinear_seen and self.nonlinear == "warn":
+            names = ", ".join(f"{n} (x{k})" for n, k in self.nonlinear_seen.items())
+            warnings.warn(f"{method}: the model runs activations that are not piecewise linear: {names}; "
+                          "they get the plain gradient (no rectifier rule exists for them)",
+                          NonPiecewiseLinearWarning, stacklevel=3)
+
+
+_RULE_NAMES = {ref.BACKPROP: "backprop", ref.DECONVNET: "DeconvNet", ref.GUIDED: "guided-backprop"}
+
+
+def _detach_parameters(args, kwargs):
+    """Parameters enter compute functions detached: attribution needs no parameter gradients."""
+    if not any(isinstance(a, torch.nn.Parameter) for a in args) and \
+            not any(isinstance(v, torch.nn.Parameter) for v in kwargs.values()):
+        return args, kwargs
+    args = tuple(a.detach() if isinstance(a, torch.nn.Parameter) else a for a in args)
+    kwargs = {k: v.detach() if isinstance(v, torch.nn.Parameter) else v for k, v in kwargs.items()}
+    return args, kwargs

@@ -1,0 +1,170 @@
+"""What an attribution explains (the target) and how the backward pass is seeded.
+
+target:
+  None              the predicted class (argmax of the output, per sample; FeatureVis' default)
+  int               one class index for the whole batch
+  LongTensor (B,)   one class index per sample
+  callable          f(output) -> (B,) scores (anything (B, ...) is summed per sample)
+  Unit / tuple      an intermediate unit: ("layer name", channel) or ("layer name", channel, (i, j));
+                    the forward pass stops right after that layer
+seed:
+  "onehot"          gradient of the selected activations' sum (Captum's convention)
+  "activation"      the backward starts from the selected activations themselves (FeatureVis:
+                    dzdy = the measured map), i.e. the gradient of half their squared sum
+"""
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+SEEDS = ("onehot", "activation")
+
+
+@dataclass(frozen=True)
+class Unit:
+    """An intermediate unit: channel `channel` of module `layer`'s output, its whole map or one
+    `position` (i, j) in it. `call` picks the call of a module that runs several times (0 = first)."""
+
+    layer: str
+    channel: int
+    position: tuple[int, ...] | None = None
+    call: int = 0
+
+
+Target = int | torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | Unit | tuple | None
+
+
+class _StopForward(Exception):
+    """Raised from a forward hook once the target layer's output is captured."""
+
+
+def as_unit(target: Target) -> Unit | None:
+    """The Unit a target names, or None for output-level targets."""
+    if isinstance(target, Unit):
+        return target
+    if isinstance(target, tuple) and target and isinstance(target[0], str):
+        if len(target) not in (2, 3):
+            raise ValueError(f"a unit target is (layer, channel) or (layer, channel, position), got {target!r}")
+        return Unit(target[0], *target[1:])
+    return None
+
+
+def find_module(model: torch.nn.Module, name: str | torch.nn.Module) -> torch.nn.Module:
+    """The submodule called `name` (a module object of the model is accepted too, as in Captum)."""
+    if isinstance(name, torch.nn.Module):
+        if not any(m is name for m in model.modules()):
+            raise ValueError(f"the layer {type(name).__name__} given as a module is not part of the model")
+        return name
+    modules = dict(model.named_modules())
+    if not isinstance(name, str) or not name or name not in modules:
+        close = difflib.get_close_matches(str(name), [n for n in modules if n], n=3)
+        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else "; see featvis_fast.layer_names(model)"
+        raise ValueError(f"unknown layer name {name!r}{hint}")
+    return modules[name]
+
+
+class LayerCapture:
+    """Forward hook on one module: records its output at call `call`; optionally replaces it by a
+    fresh leaf that requires grad (Grad-CAM: the backward stops there) and/or stops the forward."""
+
+    def __init__(self, model: torch.nn.Module, layer: str | torch.nn.Module, call: int = 0, *, as_leaf: bool = False,
+                 stop: bool = False) -> None:
+        if not isinstance(call, int) or call < 0:
+            raise ValueError(f"call must be an int >= 0, got {call!r}")
+        self.module, self.layer, self.call = find_module(model, layer), layer, call
+        self.as_leaf, self.stop = as_leaf, stop
+        self.calls, self.output = 0, None
+        self._handle = None
+
+    def __enter__(self) -> "LayerCapture":
+        self._handle = self.module.register_forward_hook(self._hook)
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self._handle.remove()
+        return exc[0] is _StopForward
+
+    def _hook(self, module, inputs, output):
+        k = self.calls
+        self.calls += 1
+        if k != self.call:
+            return None
+        if not isinstance(output, torch.Tensor):
+            raise TypeError(f"layer {self.layer!r} returns {type(output).__name__}, not a tensor")
+        if self.as_leaf:
+            output = output.detach().requires_grad_(True)
+        self.output = output
+        if self.stop:
+            raise _StopForward
+        # the model continues on a copy: a following in-place op must not change the leaf
+        return output.clone() if self.as_leaf else None
+
+    def result(self) -> torch.Tensor:
+        if self.output is None:
+            raise ValueError(f"layer {self.layer!r} ran {self.calls} time(s) in the forward pass; "
+                             f"call={self.call} was not reached")
+        return self.output
+
+
+def select_unit(activation: torch.Tensor, unit: Unit) -> torch.Tensor:
+    """(B, C, ...) activation -> the unit's (B, ...) map or (B,) value."""
+    if activation.dim() < 2:
+        raise ValueError(f"layer {unit.layer!r} output has shape {tuple(activation.shape)}; a unit needs (B, C, ...)")
+    channels = activation.shape[1]
+    if not isinstance(unit.channel, int) or not 0 <= unit.channel < channels:
+        raise ValueError(f"channel {unit.channel!r} is out of range for layer {unit.layer!r} with {channels} channels")
+    selected = activation[:, unit.channel]
+    if unit.position is None:
+        return selected
+    pos = tuple(unit.position)
+    spatial = tuple(selected.shape[1:])
+    if len(pos) != len(spatial) or any(not isinstance(p, int) or not 0 <= p < s for p, s in zip(pos, spatial)):
+        raise ValueError(f"position {unit.position!r} is out of range for layer {unit.layer!r} maps of size {spatial}")
+    return selected[(slice(None), *pos)]
+
+
+def select_output(output: torch.Tensor, target: Target) -> torch.Tensor:
+    """Model output (B, K) -> the (B,) (or (B, ...) for callables) activations the target names."""
+    if not isinstance(output, torch.Tensor):
+        raise TypeError(f"the model returned {type(output).__name__}; a class target needs a tensor output "
+                        "(use a callable target to pick from other outputs)")
+    batch = output.shape[0]
+    if callable(target) and not isinstance(target, torch.Tensor):
+        scores = target(output)
+        if not isinstance(scores, torch.Tensor) or scores.dim() == 0 or scores.shape[0] != batch:
+            shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
+            raise ValueError(f"a callable target must return (B,) = ({batch},) scores, got {shape}")
+        return scores
+    flat = output.reshape(batch, -1)
+    classes = flat.shape[1]
+    if target is None:
+        index = flat.detach().argmax(dim=1)
+    elif isinstance(target, bool) or not isinstance(target, (int, torch.Tensor)):
+        raise TypeError(f"target must be None, an int, a LongTensor (B,), a callable or a unit, got {target!r}")
+    elif isinstance(target, int):
+        if not 0 <= target < classes:
+            raise ValueError(f"target {target} is out of range for an output with {classes} classes")
+        return flat[:, target]
+    else:
+        if target.dtype not in (torch.int64, torch.int32) or target.dim() > 1:
+            raise ValueError(f"a tensor target must be a LongTensor of shape (B,), got {target.dtype} {tuple(target.shape)}")
+        index = target.reshape(-1).to(flat.device)
+        if index.numel() == 1:
+            index = index.expand(batch)
+        if index.numel() != batch:
+            raise ValueError(f"target has {index.numel()} entries for a batch of {batch}")
+        bad = (index < 0) | (index >= classes)
+        if bool(bad.any()):
+            raise ValueError(f"target {index[bad][0].item()} is out of range for an output with {classes} classes")
+    return flat.gather(1, index.long()[:, None])[:, 0]
+
+
+def seed_for(selected: torch.Tensor, seed: str) -> torch.Tensor:
+    if seed == "onehot":
+        return torch.ones_like(selected)
+    if seed == "activation":
+        return selected.detach().clone()
+    raise ValueError(f"seed must be one of {SEEDS}, got {seed!r}")

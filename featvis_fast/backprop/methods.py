@@ -1,0 +1,147 @@
+"""The deconvolution / backprop family of the FeatureVis taxonomy, batched, on any CNN.
+
+saliency           plain gradient (Simonyan et al. 2014)
+deconvnet          DeconvNet rule at rectifiers (Zeiler & Fergus 2014)
+guided_backprop    guided rule at rectifiers (Springenberg et al. 2015)
+gradcam            Grad-CAM (Selvaraju et al. 2017): ReLU(sum_k mean_ij(dS/dA_k) A_k) at a layer
+guided_gradcam     guided backprop x upsampled Grad-CAM (Selvaraju et al. 2017)
+lrp                LRP-epsilon (Bach et al. 2015), relevance at the input pixels
+
+Rectifiers are found by RectifierRuleMode whatever their spelling; the model is never modified.
+Inputs x: (B, C, H, W) (any (B, ...) for the gradient methods); results on x's device.
+"""
+from __future__ import annotations
+
+import warnings
+
+import torch
+import torch.nn.functional as F
+
+from .. import _backend
+from .. import _rectifier_reference as ref
+from ._mode import RectifierRuleMode
+from ._targets import LayerCapture, Target, as_unit, select_output, select_unit, seed_for
+
+
+def _check_inputs(model, x: torch.Tensor) -> None:
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor (B, C, H, W), got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor, got {x.dtype}")
+    if x.dim() < 2 or x.shape[0] == 0:
+        raise ValueError(f"x must be a non-empty batch (B, ...), got shape {tuple(x.shape)}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("x contains NaN or infinite values")
+    if model.training:
+        warnings.warn("the model is in training mode: batch norm uses batch statistics and updates its running "
+                      "statistics during attribution; call model.eval() first", RuntimeWarning, stacklevel=3)
+
+
+def _forward_selected(model, x, target: Target, leaf_layer: LayerCapture | None = None) -> torch.Tensor:
+    """Run the forward pass (inside the mode) and return the activations the target selects."""
+    unit = as_unit(target)
+    if unit is None:
+        return select_output(model(x), target)
+    with LayerCapture(model, unit.layer, unit.call, stop=True) as capture:
+        model(x)
+    return select_unit(capture.result(), unit)
+
+
+def _attribute(model, x, target, rule, *, seed, backend, nonlinear, method, lrp_eps=None) -> torch.Tensor:
+    """d(selected)/dx with `rule` at every rectifier; x's gradient, shaped like x."""
+    _check_inputs(model, x)
+    chosen = _backend.resolve_backend(backend, x.device)
+    leaf = x.detach().requires_grad_(True)
+    mode = RectifierRuleMode(rule, chosen, lrp_eps=lrp_eps, nonlinear=nonlinear)
+    with torch.enable_grad():
+        with mode:
+            selected = _forward_selected(model, leaf, target)
+        if not selected.requires_grad:
+            raise ValueError(f"{method}: the target does not depend on x")
+        (grad,) = torch.autograd.grad(selected, leaf, seed_for(selected, seed))
+    mode.warn_nonlinear(method)
+    return grad
+
+
+def saliency(model: torch.nn.Module, x: torch.Tensor, target: Target = None, *, seed: str = "onehot",
+             abs: bool = False, backend: str | None = None) -> torch.Tensor:
+    """Plain gradient of the target w.r.t. x (Simonyan et al. 2014) -> shaped like x.
+
+    abs=True returns |gradient| (Captum Saliency's default). Rectifiers still save bit-packed
+    masks instead of activations, so the backward keeps less memory than autograd's."""
+    grad = _attribute(model, x, target, ref.BACKPROP, seed=seed, backend=backend, nonlinear="ignore",
+                      method="saliency")
+    return grad.abs() if abs else grad
+
+
+def deconvnet(model: torch.nn.Module, x: torch.Tensor, target: Target = None, *, seed: str = "onehot",
+              nonlinear: str = "warn", backend: str | None = None) -> torch.Tensor:
+    """DeconvNet (Zeiler & Fergus 2014): dx = dy * (dy > 0) at every rectifier -> shaped like x."""
+    return _attribute(model, x, target, ref.DECONVNET, seed=seed, backend=backend, nonlinear=nonlinear,
+                      method="deconvnet")
+
+
+def guided_backprop(model: torch.nn.Module, x: torch.Tensor, target: Target = None, *, seed: str = "onehot",
+                    nonlinear: str = "warn", backend: str | None = None) -> torch.Tensor:
+    """Guided backprop (Springenberg et al. 2015): dx = dy * m * (dy > 0) at every rectifier -> like x."""
+    return _attribute(model, x, target, ref.GUIDED, seed=seed, backend=backend, nonlinear=nonlinear,
+                      method="guided_backprop")
+
+
+def lrp(model: torch.nn.Module, x: torch.Tensor, target: Target = None, *, eps: float = 1e-3,
+        nonlinear: str = "warn", backend: str | None = None) -> torch.Tensor:
+    """LRP-epsilon relevance at the input (Bach et al. 2015; FeatureVis' eps * sign(z)) -> like x.
+
+    The relevance that enters is the target's activation; see featvis_fast.backprop._lrp for the rules."""
+    if not isinstance(eps, (int, float)) or not eps >= 0:
+        raise ValueError(f"eps must be a number >= 0, got {eps!r}")
+    grad = _attribute(model, x, target, ref.BACKPROP, seed="onehot", backend=backend, nonlinear=nonlinear,
+                      method="lrp", lrp_eps=float(eps))
+    return x.detach() * grad
+
+
+def _upsample(maps: torch.Tensor, size, mode: str) -> torch.Tensor:
+    kwargs = {} if mode == "nearest" else {"align_corners": False}
+    return F.interpolate(maps[:, None], size=tuple(size), mode=mode, **kwargs)[:, 0]
+
+
+def gradcam(model: torch.nn.Module, x: torch.Tensor, target: Target = None, layer: str = None, *,
+            relu: bool = True, upsample: bool | str = False, call: int = 0, seed: str = "onehot",
+            backend: str | None = None) -> torch.Tensor:
+    """Grad-CAM (Selvaraju et al. 2017) at `layer` -> (B, h, w), or (B, H, W) with upsample.
+
+    weights_k = mean over (i, j) of dS/dA_k; map = ReLU(sum_k weights_k A_k) (relu=False keeps the
+    sign, as Captum's LayerGradCam does by default). upsample: False, True/"bilinear", or "nearest".
+    The backward stops at `layer`; nothing before it is recorded."""
+    _check_inputs(model, x)
+    if layer is None:
+        raise ValueError("gradcam needs a layer name (see featvis_fast.layer_names(model))")
+    chosen = _backend.resolve_backend(backend, x.device)
+    with torch.enable_grad():
+        with RectifierRuleMode(ref.BACKPROP, chosen), LayerCapture(model, layer, call, as_leaf=True) as capture:
+            selected = _forward_selected(model, x.detach(), target)
+        acts = capture.result()
+        if acts.dim() != 4:
+            raise ValueError(f"Grad-CAM needs a (B, C, h, w) layer output; {layer!r} gives {tuple(acts.shape)}")
+        if not selected.requires_grad:
+            raise ValueError(f"gradcam: the target does not depend on layer {layer!r} (is it after the target?)")
+        (grads,) = torch.autograd.grad(selected, acts, seed_for(selected, seed))
+    cam = (grads.mean(dim=(2, 3), keepdim=True) * acts.detach()).sum(dim=1)
+    if relu:
+        cam = cam.clamp_min(0)
+    if upsample:
+        cam = _upsample(cam, x.shape[-2:], "bilinear" if upsample is True else upsample)
+    return cam
+
+
+def guided_gradcam(model: torch.nn.Module, x: torch.Tensor, target: Target = None, layer: str = None, *,
+                   interpolate: str = "nearest", call: int = 0, seed: str = "onehot", nonlinear: str = "warn",
+                   backend: str | None = None) -> torch.Tensor:
+    """Guided Grad-CAM (Selvaraju et al. 2017): guided backprop x Grad-CAM upsampled to x -> like x.
+
+    interpolate: how the (B, h, w) map is upsampled ("nearest", Captum's default, or "bilinear")."""
+    cam = gradcam(model, x, target, layer, relu=True, call=call, seed=seed, backend=backend)
+    guided = guided_backprop(model, x, target, seed=seed, nonlinear=nonlinear, backend=backend)
+    return guided * _upsample(cam, x.shape[-2:], interpolate)[:, None]
