@@ -114,18 +114,19 @@ def lean_call(func, args, kwargs, eps: float | None = None):
     if func is F.batch_norm:
         mean, var = _arg(args, kwargs, 1, "running_mean", None), _arg(args, kwargs, 2, "running_var", None)
         weight, bias = _arg(args, kwargs, 3, "weight", None), _arg(args, kwargs, 4, "bias", None)
-        training, eps = _arg(args, kwargs, 5, "training", False), float(_arg(args, kwargs, 7, "eps", 1e-5))
+        training, bn_eps = _arg(args, kwargs, 5, "training", False), float(_arg(args, kwargs, 7, "eps", 1e-5))
         if training or mean is None or var is None or x.dim() < 2:
             return NotImplemented
         if any(t is not None and t.requires_grad for t in (weight, bias, mean, var)):
             return NotImplemented
         with torch.no_grad():
-            scale = torch.rsqrt(var.float() + eps)
+            wide = torch.float64 if torch.float64 in (x.dtype, var.dtype) else torch.float32
+            scale = torch.rsqrt(var.to(wide) + bn_eps)
             if weight is not None:
-                scale = scale * weight.float()
-            shift = -mean.float() * scale
+                scale = scale * weight.to(wide)
+            shift = -mean.to(wide) * scale
             if bias is not None:
-                shift = shift + bias.float()
+                shift = shift + bias.to(wide)
             view = (1, -1) + (1,) * (x.dim() - 2)
             scale, shift = scale.to(x.dtype).view(view), shift.to(x.dtype).view(view)
         return _ChannelAffine.apply(x, scale, shift, eps)
