@@ -8,13 +8,14 @@ from .backprop import (Unit, deconvnet, gradcam, guided_backprop, guided_gradcam
                        saliency)
 from .images import load_image, sample_image, sample_images
 from .models import Preprocess, extract, layer_names, load_model
-from .render import colorize, colormap, grid, overlay
+from .render import attribution_heatmap, colorize, colormap, grid, overlay, signed_map
 from .similarity import METRICS, FeatureSimilarity
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "BackendUnavailableError", "FeatureSimilarity", "METRICS", "Preprocess", "Unit", "backends", "colorize",
+    "BackendUnavailableError", "FeatureSimilarity", "METRICS", "Preprocess", "Unit", "attribution_heatmap",
+    "backends", "colorize",
     "colormap", "deconvnet", "extract", "gradcam", "grid", "guided_backprop", "guided_gradcam", "layer_names", "lrp",
-    "load_image", "load_model", "overlay", "saliency", "sample_image", "sample_images",
+    "load_image", "load_model", "overlay", "saliency", "sample_image", "sample_images", "signed_map",
 ]

@@ -18,6 +18,10 @@ COLORMAPS = ("fire", "viridis", "magma", "gray")
 # Not a colour: every channel holds the colour-map index (alpha 255). render / colorize with it and
 # keep channel 0 to get what a client that applies the LUT itself needs, a quarter of the bytes.
 INDEX_COLORMAP = "index"
+DIVERGING_COLORMAP = "bwr"  # blue - white - red, for signed maps (signed_map's -1 .. 1)
+
+
+_ALL_COLORMAPS = COLORMAPS + (DIVERGING_COLORMAP, INDEX_COLORMAP)
 
 
 @functools.cache
@@ -29,9 +33,14 @@ def _tables() -> dict[str, np.ndarray]:
 
 @functools.cache
 def _lut_on(name: str, device: torch.device) -> torch.Tensor:
+    ramp = torch.arange(256, dtype=torch.uint8)
     if name == INDEX_COLORMAP:
-        ramp = torch.arange(256, dtype=torch.uint8)
         return torch.stack([ramp, ramp, ramp, torch.full_like(ramp, 255)], dim=1).to(device)
+    if name == DIVERGING_COLORMAP:
+        up = (ramp.float() / 127.5).clamp(max=1.0)          # 0 -> 1 over the lower half
+        down = ((255 - ramp.float()) / 127.5).clamp(max=1.0)  # 1 -> 0 over the upper half
+        rgb = torch.stack([up, torch.minimum(up, down), down], dim=1) * 255
+        return torch.cat([rgb.round().to(torch.uint8), torch.full((256, 1), 255, dtype=torch.uint8)], 1).to(device)
     return torch.from_numpy(_tables()[name]).to(device)
 
 
@@ -39,10 +48,11 @@ def colormap(name: str, device: torch.device | str = "cpu") -> torch.Tensor:
     """The (256, 4) uint8 RGBA lookup table of a colour map.
 
     fire: ImageJ's Fire LUT, the one IFeaLiD uses (black-blue-red-yellow-white); viridis and
-    magma: matplotlib's perceptually uniform maps; gray: a linear ramp. "index" (INDEX_COLORMAP)
+    magma: matplotlib's perceptually uniform maps; gray: a linear ramp; bwr: blue-white-red for
+    signed maps (white at the middle). "index" (INDEX_COLORMAP)
     puts the index itself in R, G and B: lut[rendered_index] equals rendering with that colour map.
     """
-    check_choice("colormap", name, COLORMAPS + (INDEX_COLORMAP,))
+    check_choice("colormap", name, _ALL_COLORMAPS)
     return _lut_on(name, torch.device(device))
 
 
@@ -76,7 +86,7 @@ def colorize(values: torch.Tensor, colormap: str = "fire", stretch: str | Sequen
     if bool(torch.isnan(flat).any()):
         raise ValueError("values contain NaN")
     lo, hi = stretch_bounds(stretch, torch.stack(torch.aminmax(flat, dim=1), dim=1))
-    check_choice("colormap", colormap, COLORMAPS + (INDEX_COLORMAP,))
+    check_choice("colormap", colormap, _ALL_COLORMAPS)
     lut = _lut_on(colormap, flat.device)
     rgba = ops.colorize(flat.contiguous(), lo, hi, lut, resolve_backend(backend, flat.device))
     return rgba.view(*values.shape, 4)
@@ -131,3 +141,31 @@ def grid(images: Sequence[Image.Image], columns: int, labels: Sequence[str] | No
                 draw.text((x0, y0), labels[r * columns + c][:40], fill="black")
         y0 += heights[r] + pad
     return out
+
+
+def attribution_heatmap(attribution: torch.Tensor) -> torch.Tensor:
+    """FeatureVis' display of an input attribution: max(., 0), L2 norm over the colour channels,
+    divided by each map's maximum. (B, C, H, W) -> (B, H, W) in [0, 1] ((C, H, W) -> (H, W)); all-zero stays 0."""
+    a = _batched(attribution)
+    heat = a.clamp_min(0).norm(dim=1)
+    peak = heat.amax(dim=(1, 2), keepdim=True)
+    heat = torch.where(peak > 0, heat / torch.where(peak > 0, peak, 1.0), 0.0)
+    return heat if attribution.dim() == 4 else heat[0]
+
+
+def signed_map(attribution: torch.Tensor) -> torch.Tensor:
+    """Sum over the colour channels divided by each map's largest magnitude: (B, C, H, W) ->
+    (B, H, W) in [-1, 1] ((C, H, W) -> (H, W)); render with colorize(m, "bwr", stretch=(-1, 1))."""
+    a = _batched(attribution).sum(dim=1)
+    peak = a.abs().amax(dim=(1, 2), keepdim=True)
+    signed = torch.where(peak > 0, a / torch.where(peak > 0, peak, 1.0), 0.0)
+    return signed if attribution.dim() == 4 else signed[0]
+
+
+def _batched(attribution: torch.Tensor) -> torch.Tensor:
+    if not isinstance(attribution, torch.Tensor) or attribution.dim() not in (3, 4):
+        shape = tuple(attribution.shape) if isinstance(attribution, torch.Tensor) else type(attribution).__name__
+        raise ValueError(f"an attribution must be (B, C, H, W) or (C, H, W), got {shape}")
+    a = attribution.detach().float()
+    return a if a.dim() == 4 else a[None]
+

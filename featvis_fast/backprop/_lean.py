@@ -46,7 +46,9 @@ class _ConvInputGrad(torch.autograd.Function):
     def backward(ctx, grad):
         weight, grad = _incoming(ctx, grad)
         shape, stride, padding, dilation, groups = ctx.conf
-        placeholder = grad.new_empty(1).expand(shape)  # only its shape is read
+        # only the input's shape and layout are read; an expanded zero-stride placeholder would
+        # send depthwise convolutions to a slow path (2.8x on CPU), an unwritten buffer does not
+        placeholder = grad.new_empty(shape)
         dx = torch.ops.aten.convolution_backward(grad, placeholder, weight, None, stride, padding, dilation,
                                                  False, [0] * len(stride), groups, [True, False, False])[0]
         return dx, None, None, None, None, None, None, None, None
