@@ -33,7 +33,7 @@ def _captum(cls, *args, **kwargs):
         return cls(*args).attribute(**kwargs)
 
 
-def _close(a, b, tol=1e-5):
+def assert_close(a, b, tol=1e-5):
     assert b.abs().max() > 0
     assert a.shape == b.shape
     assert (a - b).abs().max().item() <= tol * max(1.0, b.abs().max().item())
@@ -41,11 +41,11 @@ def _close(a, b, tol=1e-5):
 
 @pytest.mark.parametrize("backend", kernel_backends("cpu"))
 def test_captum_parity_gradient_methods(model, x, backend):
-    _close(fv.saliency(model, x, TARGET, abs=True, backend=backend),
+    assert_close(fv.saliency(model, x, TARGET, abs=True, backend=backend),
            _captum(captum_attr.Saliency, model, inputs=x, target=TARGET))
-    _close(fv.guided_backprop(model, x, TARGET, backend=backend),
+    assert_close(fv.guided_backprop(model, x, TARGET, backend=backend),
            _captum(captum_attr.GuidedBackprop, model, inputs=x, target=TARGET))
-    _close(fv.deconvnet(model, x, TARGET, backend=backend),
+    assert_close(fv.deconvnet(model, x, TARGET, backend=backend),
            _captum(captum_attr.Deconvolution, model, inputs=x, target=TARGET))
 
 
@@ -53,25 +53,25 @@ def test_captum_parity_gradient_methods(model, x, backend):
 def test_captum_parity_gradcam_and_guided_gradcam(model, x, layer):
     module = dict(model.named_modules())[layer]
     theirs = _captum(captum_attr.LayerGradCam, model, module, inputs=x, target=TARGET)
-    _close(fv.gradcam(model, x, TARGET, layer, relu=False), theirs[:, 0])
+    assert_close(fv.gradcam(model, x, TARGET, layer, relu=False), theirs[:, 0])
     theirs_relu = _captum(captum_attr.LayerGradCam, model, module, inputs=x, target=TARGET, relu_attributions=True)
-    _close(fv.gradcam(model, x, TARGET, layer), theirs_relu[:, 0])
-    _close(fv.guided_gradcam(model, x, TARGET, layer),
+    assert_close(fv.gradcam(model, x, TARGET, layer), theirs_relu[:, 0])
+    assert_close(fv.guided_gradcam(model, x, TARGET, layer),
            _captum(captum_attr.GuidedGradCam, model, module, inputs=x, target=TARGET))
 
 
 def test_captum_style_classes_match_captum(model, x):
     from featvis_fast import backprop as bp
 
-    _close(bp.GuidedBackprop(model).attribute(x, target=TARGET),
+    assert_close(bp.GuidedBackprop(model).attribute(x, target=TARGET),
            _captum(captum_attr.GuidedBackprop, model, inputs=x, target=TARGET))
-    _close(bp.Saliency(model).attribute(x, target=TARGET), _captum(captum_attr.Saliency, model, inputs=x, target=TARGET))
-    _close(bp.Deconvolution(model).attribute(x, target=TARGET),
+    assert_close(bp.Saliency(model).attribute(x, target=TARGET), _captum(captum_attr.Saliency, model, inputs=x, target=TARGET))
+    assert_close(bp.Deconvolution(model).attribute(x, target=TARGET),
            _captum(captum_attr.Deconvolution, model, inputs=x, target=TARGET))
     layer = model.layer[0]
-    _close(bp.LayerGradCam(model, layer).attribute(x, target=TARGET),
+    assert_close(bp.LayerGradCam(model, layer).attribute(x, target=TARGET),
            _captum(captum_attr.LayerGradCam, model, layer, inputs=x, target=TARGET))
-    _close(bp.GuidedGradCam(model, layer).attribute(x, target=TARGET),
+    assert_close(bp.GuidedGradCam(model, layer).attribute(x, target=TARGET),
            _captum(captum_attr.GuidedGradCam, model, layer, inputs=x, target=TARGET))
 
 
@@ -81,7 +81,7 @@ def test_gradcam_shapes_and_upsampling(model, x):
     up = fv.gradcam(model, x, TARGET, "layer.0", upsample=True)
     assert up.shape == (3, 15, 17)
     expected = torch.nn.functional.interpolate(cam[:, None], size=(15, 17), mode="bilinear", align_corners=False)[:, 0]
-    _close(up, expected)
+    assert_close(up, expected)
 
 
 def test_lrp_conserves_relevance_without_bias():
@@ -113,7 +113,7 @@ def test_lrp_matches_a_layer_by_layer_reference():
     r1 = a1 * ((r2 / stab(z2)) @ lin.weight)  # relevance at the relu output = at its input
     s1 = r1.view_as(z1) / stab(z1)
     expected = x * torch.nn.grad.conv2d_input(x.shape, conv.weight, s1)
-    _close(fv.lrp(net, x, 2, eps=eps).detach(), expected.detach(), tol=1e-10)
+    assert_close(fv.lrp(net, x, 2, eps=eps).detach(), expected.detach(), tol=1e-10)
 
 
 def test_targets_index_tensor_callable_and_none_agree(model, x):
@@ -128,7 +128,7 @@ def test_activation_seed_scales_by_the_activation(model, x):
     onehot = fv.saliency(model, x, TARGET)
     seeded = fv.saliency(model, x, TARGET, seed="activation")
     logits = model(x).gather(1, TARGET[:, None])[:, 0].detach()
-    _close(seeded, onehot * logits[:, None, None, None])
+    assert_close(seeded, onehot * logits[:, None, None, None])
 
 
 def test_unit_targets_stop_at_the_layer(model, x):
@@ -152,7 +152,7 @@ def test_unit_targets_stop_at_the_layer(model, x):
         model(leaf)
         h.remove()
         (expected,) = torch.autograd.grad(out["a"][:, 5, pos[0], pos[1]].sum(), leaf)
-    _close(plain, expected)
+    assert_close(plain, expected)
 
 
 @pytest.mark.parametrize("bad,match", [
@@ -283,4 +283,4 @@ def test_efficientnet_lite0_guided_uses_the_relu6_rule():
     finally:
         for h in handles:
             h.remove()
-    _close(ours, expected, tol=1e-5)
+    assert_close(ours, expected, tol=1e-5)

@@ -14,7 +14,7 @@ from featvis_fast import _rectifier_reference as ref
 METHODS = {"gradient": fv.saliency, "deconvnet": fv.deconvnet, "guided": fv.guided_backprop}
 
 
-def _close(ours, expected, rtol=2e-5):
+def assert_close(ours, expected, rtol=2e-5):
     scale = expected.abs().max().item()
     assert scale > 0, "the reference attribution is all zero: the test would prove nothing"
     err = (ours.double() - expected).abs().max().item()
@@ -27,7 +27,7 @@ def test_each_rectifier_form_gets_the_rule(form, rule):
     model = FormNet([form, form, form], seed=list(FORMS).index(form))
     x = torch.randn(3, 3, 9, 11, generator=torch.Generator().manual_seed(2)) * 2
     ours = METHODS[rule](model, x, 4)
-    _close(ours, reference_attribution(model, x, 4, rule))
+    assert_close(ours, reference_attribution(model, x, 4, rule))
 
 
 MIXTURES = [list(FORMS)[i::3] for i in range(3)]  # every form, six per model, inplace and reused mixed
@@ -44,8 +44,8 @@ def test_mixtures_of_forms_on_every_backend(backend, rule, mixture):
     expected = reference_attribution(model, x, target, rule, dtype=torch.float32).double()
     for b in range(2):  # per-sample targets
         single = reference_attribution(model, x[b:b + 1], target[b].item(), rule, dtype=torch.float32)
-        _close(ours[b:b + 1], single.double(), rtol=1e-4)
-    _close(ours, expected, rtol=1e-4)
+        assert_close(ours[b:b + 1], single.double(), rtol=1e-4)
+    assert_close(ours, expected, rtol=1e-4)
 
 
 def test_every_rectifier_call_is_intercepted():
@@ -75,7 +75,7 @@ def test_captum_misses_functional_and_relu6_rectifiers():
         theirs = captum_attr.GuidedBackprop(model).attribute(x, target=3)
     ours = fv.guided_backprop(model, x, 3)
     plain = fv.saliency(model, x, 3)
-    _close(ours, reference_attribution(model, x, 3, "guided"))
+    assert_close(ours, reference_attribution(model, x, 3, "guided"))
     assert torch.allclose(theirs, plain, atol=1e-6), "Captum's guided backprop is the plain gradient here"
     assert not torch.allclose(theirs, ours, atol=1e-4)
 
