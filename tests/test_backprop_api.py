@@ -284,3 +284,28 @@ def test_efficientnet_lite0_guided_uses_the_relu6_rule():
         for h in handles:
             h.remove()
     assert_close(ours, expected, tol=1e-5)
+
+
+def test_models_that_view_activations_still_work():
+    """4-D CPU inputs run channels-last for speed; a model that .view()s a feature map cannot,
+    and must get the same attribution from the contiguous layout."""
+    class ViewNet(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3)
+            self.fc = torch.nn.Linear(4 * 5 * 5, 3)
+
+        def forward(self, x):
+            h = torch.relu(self.conv(x))
+            return self.fc(h.view(h.shape[0], -1))
+
+    torch.manual_seed(0)
+    net, x = ViewNet().eval(), torch.randn(2, 3, 7, 7)
+    with pytest.raises(RuntimeError, match="view size is not compatible"):
+        net(x.contiguous(memory_format=torch.channels_last))
+    leaf = x.clone().requires_grad_()
+    (expected,) = torch.autograd.grad(net(leaf)[:, 1].sum(), leaf)
+    got = fv.saliency(net, x, 1)
+    assert got.is_contiguous()
+    assert_close(got, expected)
+    assert fv.gradcam(net, x, 1, "conv").shape == (2, 5, 5)

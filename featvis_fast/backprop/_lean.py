@@ -48,7 +48,9 @@ class _ConvInputGrad(torch.autograd.Function):
         shape, stride, padding, dilation, groups = ctx.conf
         # only the input's shape and layout are read; an expanded zero-stride placeholder would
         # send depthwise convolutions to a slow path (2.8x on CPU), an unwritten buffer does not
-        placeholder = grad.new_empty(shape)
+        fmt = torch.channels_last if grad.dim() == 4 and not grad.is_contiguous() and \
+            grad.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+        placeholder = torch.empty(shape, dtype=grad.dtype, device=grad.device, memory_format=fmt)
         dx = torch.ops.aten.convolution_backward(grad, placeholder, weight, None, stride, padding, dilation,
                                                  False, [0] * len(stride), groups, [True, False, False])[0]
         return dx, None, None, None, None, None, None, None, None
@@ -67,19 +69,20 @@ class _LinearInputGrad(torch.autograd.Function):
         return grad @ weight.to(grad.dtype), None, None, None
 
 
-class _ChannelAffine(torch.autograd.Function):
-    """y = x * scale + shift with (1, C, 1, ...) scale/shift: eval-mode batch norm."""
+class _EvalBatchNorm(torch.autograd.Function):
+    """Eval-mode batch norm, forward by torch's own kernel; backward grad * scale, with the
+    (1, C, 1, ...) per-channel scale weight / sqrt(running_var + eps) the only thing saved."""
 
     @staticmethod
-    def forward(ctx, x, scale, shift, eps):
-        z = torch.addcmul(shift, x, scale)
+    def forward(ctx, x, scale, func, args, kwargs, eps):
+        z = func(x, *args[1:], **kwargs)
         _save(ctx, scale, z, eps)
         return z
 
     @staticmethod
     def backward(ctx, grad):
         scale, grad = _incoming(ctx, grad)
-        return grad * scale, None, None, None
+        return grad * scale, None, None, None, None, None
 
 
 def _arg(args, kwargs, index, name, default):
@@ -126,10 +129,6 @@ def lean_call(func, args, kwargs, eps: float | None = None):
             scale = torch.rsqrt(var.to(wide) + bn_eps)
             if weight is not None:
                 scale = scale * weight.to(wide)
-            shift = -mean.to(wide) * scale
-            if bias is not None:
-                shift = shift + bias.to(wide)
-            view = (1, -1) + (1,) * (x.dim() - 2)
-            scale, shift = scale.to(x.dtype).view(view), shift.to(x.dtype).view(view)
-        return _ChannelAffine.apply(x, scale, shift, eps)
+            scale = scale.to(x.dtype).view((1, -1) + (1,) * (x.dim() - 2))
+        return _EvalBatchNorm.apply(x, scale, func, args, kwargs, eps)
     return NotImplemented

@@ -39,7 +39,7 @@ def _check_inputs(model, x: torch.Tensor) -> None:
                       "statistics during attribution; call model.eval() first", RuntimeWarning, stacklevel=3)
 
 
-def _forward_selected(model, x, target: Target, leaf_layer: LayerCapture | None = None) -> torch.Tensor:
+def _forward_selected(model, x, target: Target) -> torch.Tensor:
     """Run the forward pass (inside the mode) and return the activations the target selects."""
     unit = as_unit(target)
     if unit is None:
@@ -49,20 +49,42 @@ def _forward_selected(model, x, target: Target, leaf_layer: LayerCapture | None 
     return select_unit(capture.result(), unit)
 
 
+_VIEW_ERROR = "view size is not compatible with input tensor's size and stride"
+
+
+def _in_best_layout(run, x: torch.Tensor):
+    """run(x laid out for speed). 4-D inputs on the CPU go channels-last (oneDNN's faster
+    convolutions: 5-17% on a 2-core machine, bench/backprop.py); a model that calls .view() on
+    activations cannot take that layout, and is run again in the contiguous one."""
+    x = x.detach()
+    if x.dim() != 4 or x.device.type != "cpu":
+        return run(x.contiguous())
+    try:
+        return run(x.contiguous(memory_format=torch.channels_last))
+    except RuntimeError as exc:
+        if _VIEW_ERROR not in str(exc):
+            raise
+    return run(x.contiguous())
+
+
 def _attribute(model, x, target, rule, *, seed, backend, nonlinear, method, lrp_eps=None) -> torch.Tensor:
-    """d(selected)/dx with `rule` at every rectifier; x's gradient, shaped like x."""
+    """d(selected)/dx with `rule` at every rectifier; x's gradient, shaped like x (contiguous)."""
     _check_inputs(model, x)
     chosen = _backend.resolve_backend(backend, x.device)
-    leaf = x.detach().requires_grad_(True)
-    mode = RectifierRuleMode(rule, chosen, lrp_eps=lrp_eps, nonlinear=nonlinear)
-    with torch.enable_grad():
-        with mode:
-            selected = _forward_selected(model, leaf, target)
-        if not selected.requires_grad:
-            raise ValueError(f"{method}: the target does not depend on x")
-        (grad,) = torch.autograd.grad(selected, leaf, seed_for(selected, seed))
-    mode.warn_nonlinear(method)
-    return grad
+
+    def run(laid_out):
+        leaf = laid_out.requires_grad_(True)
+        mode = RectifierRuleMode(rule, chosen, lrp_eps=lrp_eps, nonlinear=nonlinear)
+        with torch.enable_grad():
+            with mode:
+                selected = _forward_selected(model, leaf, target)
+            if not selected.requires_grad:
+                raise ValueError(f"{method}: the target does not depend on x")
+            (grad,) = torch.autograd.grad(selected, leaf, seed_for(selected, seed))
+        mode.warn_nonlinear(method)
+        return grad.contiguous()
+
+    return _in_best_layout(run, x)
 
 
 def saliency(model: torch.nn.Module, x: torch.Tensor, target: Target = None, *, seed: str = "onehot",
@@ -119,16 +141,20 @@ def gradcam(model: torch.nn.Module, x: torch.Tensor, target: Target = None, laye
     if layer is None:
         raise ValueError("gradcam needs a layer name (see featvis_fast.layer_names(model))")
     chosen = _backend.resolve_backend(backend, x.device)
-    with torch.enable_grad():
-        with RectifierRuleMode(ref.BACKPROP, chosen), LayerCapture(model, layer, call, as_leaf=True) as capture:
-            selected = _forward_selected(model, x.detach(), target)
-        acts = capture.result()
-        if acts.dim() != 4:
-            raise ValueError(f"Grad-CAM needs a (B, C, h, w) layer output; {layer!r} gives {tuple(acts.shape)}")
-        if not selected.requires_grad:
-            raise ValueError(f"gradcam: the target does not depend on layer {layer!r} (is it after the target?)")
-        (grads,) = torch.autograd.grad(selected, acts, seed_for(selected, seed))
-    cam = (grads.mean(dim=(2, 3), keepdim=True) * acts.detach()).sum(dim=1)
+
+    def run(laid_out):
+        with torch.enable_grad():
+            with RectifierRuleMode(ref.BACKPROP, chosen), LayerCapture(model, layer, call, as_leaf=True) as capture:
+                selected = _forward_selected(model, laid_out, target)
+            acts = capture.result()
+            if acts.dim() != 4:
+                raise ValueError(f"Grad-CAM needs a (B, C, h, w) layer output; {layer!r} gives {tuple(acts.shape)}")
+            if not selected.requires_grad:
+                raise ValueError(f"gradcam: the target does not depend on layer {layer!r} (is it after the target?)")
+            (grads,) = torch.autograd.grad(selected, acts, seed_for(selected, seed))
+        return (grads.mean(dim=(2, 3), keepdim=True) * acts.detach()).sum(dim=1).contiguous()
+
+    cam = _in_best_layout(run, x)
     if relu:
         cam = cam.clamp_min(0)
     if upsample:
