@@ -3,7 +3,8 @@
 # tests and every GPU benchmark, and leave logs + results under $OUT (committed to bench/results/).
 #   run(command="bash bench/gpu_session.sh", carry=[".whl"])
 # The wheels (.whl/, ignored by git) are what the GPU image lacks: fastapi and its deps, uvicorn,
-# websockets, expecttest, the efficientnet packages, a setuptools new enough for pyproject.toml.
+# websockets, expecttest, the efficientnet packages, captum (+ matplotlib, which captum.attr imports),
+# a setuptools new enough for pyproject.toml.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 MAX_JOBS=16 PIP_BREAK_SYSTEM_PACKAGES=1
 OUT=${OUT:-/tmp/featvis-gpu-out}; mkdir -p "$OUT"
@@ -16,5 +17,6 @@ step() { local name=$1 limit=$2; shift 2; echo "== $name"; timeout "$limit" "$@"
 step tests 240 python3 -m pytest -q -m needs_cuda -p no:cacheprovider
 step bench-similarity 200 python3 bench/similarity.py --device cuda --repeats 20
 step bench-viewer 150 python3 bench/viewer.py --device cuda --clients socket --moves 200
+step bench-backprop 300 python3 bench/backprop.py --device cuda --repeats 5
 cp bench/results/*cuda* "$OUT/" 2>/dev/null
 ls -la "$OUT"

@@ -118,12 +118,16 @@ void colorize(const at::Tensor& sim, const at::Tensor& lo, const at::Tensor& hi,
   TORCH_CHECK(err == 0, "featvis_cuda: colorize failed: ", featvis_cuda_error_string(err));
 }
 
-// Shared checks of the rectifier ops: `in` and `out` on one device, contiguous, same float dtype
+// Shared checks of the rectifier ops: `in` and `out` on one device, dense with equal strides, same float dtype
 // and size; `packed` int32 on that device. Returns the dtype code.
 int check_elementwise(const at::Tensor& in, const char* in_name, const at::Tensor& out, const at::Tensor& packed) {
   const at::Device device = in.device();
-  check_tensor(in, in_name, device);
-  check_tensor(out, "output", device);
+  // elementwise in memory order: any dense layout, shared by input and output
+  for (const at::Tensor* t : {&in, &out}) {
+    TORCH_CHECK(t->is_cuda() && t->device() == device, "featvis_cuda: rectifier tensors must be on ", device);
+    TORCH_CHECK(t->is_non_overlapping_and_dense(), "featvis_cuda: rectifier tensors must be dense");
+  }
+  TORCH_CHECK(in.strides() == out.strides(), "featvis_cuda: output must have the same strides as ", in_name);
   check_tensor(packed, "packed", device);
   const auto s = in.scalar_type();
   TORCH_CHECK(s == at::kFloat || s == at::kHalf || s == at::kBFloat16, "featvis_cuda: ", in_name,

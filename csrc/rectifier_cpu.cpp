@@ -20,9 +20,15 @@ namespace {
 
 constexpr int64_t kWordsPerTask = 2048;  // 64K elements per parallel task
 
+// Elementwise in memory order: any dense layout (contiguous, channels-last, ...) works, as long
+// as input and output share it (the mask is in the same memory order).
 void check_common(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.device().is_cpu(), "featvis_cpu: ", name, " must be a CPU tensor, got ", t.device());
-  TORCH_CHECK(t.is_contiguous(), "featvis_cpu: ", name, " must be contiguous");
+  TORCH_CHECK(t.is_non_overlapping_and_dense(), "featvis_cpu: ", name, " must be dense (e.g. contiguous)");
+}
+
+void check_same_layout(const at::Tensor& in, const at::Tensor& out, const char* what) {
+  TORCH_CHECK(in.strides() == out.strides(), "featvis_cpu: ", what, " must have the same strides as its input");
 }
 
 void check_float(const at::Tensor& t, const char* name) {
@@ -197,6 +203,7 @@ void rectify(const at::Tensor& x, double lo, double hi, double slope, const at::
   check_float(x, "x");
   TORCH_CHECK(y_out.scalar_type() == x.scalar_type() && y_out.numel() == x.numel(),
               "featvis_cpu: y_out must match x's dtype and size");
+  check_same_layout(x, y_out, "y_out");
   TORCH_CHECK(packed_out.scalar_type() == at::kInt, "featvis_cpu: packed_out must be int32");
   const int64_t n = x.numel();
   const bool save = packed_out.numel() > 0;
@@ -222,6 +229,7 @@ void rectify_backward(const at::Tensor& grad, const at::Tensor& packed, int64_t 
   TORCH_CHECK(rule >= kRuleBackprop && rule <= kRuleGuided, "featvis_cpu: rule must be 0, 1 or 2, got ", rule);
   TORCH_CHECK(dx_out.scalar_type() == grad.scalar_type() && dx_out.numel() == grad.numel(),
               "featvis_cpu: dx_out must match grad's dtype and size");
+  check_same_layout(grad, dx_out, "dx_out");
   TORCH_CHECK(packed.scalar_type() == at::kInt, "featvis_cpu: packed must be int32");
   const int64_t n = grad.numel();
   TORCH_CHECK(rule == kRuleDeconvnet || packed.numel() == (n + 31) / 32, "featvis_cpu: packed must have ",

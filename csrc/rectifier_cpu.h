@@ -4,7 +4,8 @@
 //                                                      packed_out (0,) int32 saves no mask
 //   rectify_backward(grad, packed, rule, slope, dx_out)
 //
-// Masks are packed one bit per element, LSB first, 32 elements per int32 word. Work is split
+// x / y_out and grad / dx_out: dense tensors of one layout, processed in memory order (the mask
+// follows that order). Masks are packed one bit per element, LSB first, 32 elements per int32 word. Work is split
 // over blocks of words with at::parallel_for; each word's 32 elements are computed in fp32
 // (fp16/bf16 widened exactly) and rounded once on store. No FMA: every backend rounds alike.
 #pragma once

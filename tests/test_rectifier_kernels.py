@@ -72,7 +72,7 @@ def test_rectify_backward_matches_float64_reference(device, backend, dtype, form
     grad = (torch.randn(shape, generator=gen) * 3).to(dtype)
     grad.view(-1)[0] = 0.0
     packed = ref.rectify(x, lo, hi, slope, save_mask=True)[1]
-    dx = ops.rectify_backward(grad.to(device), packed.to(device), rule, slope, backend)
+    dx = ops.rectify_backward(grad.to(device), packed.to(device), rule, slope, False, backend)
     expected = ref.rectify_backward(grad.double(), packed, rule, slope, compute_dtype=torch.float64)
     _assert_close_to_f64(dx, expected, dtype, exact=slope == 0.0)
 
@@ -116,7 +116,7 @@ def test_non_contiguous_inputs(device, backend, poison_outputs):
     y, packed = ops.rectify(x, 0.0, INF, 0.0, ref.GUIDED, backend)
     y_ref, packed_ref = ref.rectify(x.cpu().contiguous(), 0.0, INF, 0.0, save_mask=True)
     assert torch.equal(y.cpu(), y_ref) and torch.equal(packed.cpu(), packed_ref)
-    dx = ops.rectify_backward(g, packed, ref.GUIDED, 0.0, backend)
+    dx = ops.rectify_backward(g, packed, ref.GUIDED, 0.0, False, backend)
     assert torch.equal(dx.cpu(), ref.rectify_backward(g.cpu().contiguous(), packed_ref, ref.GUIDED, 0.0))
 
 
@@ -164,9 +164,34 @@ def test_opcheck(backend):
     for rule in RULE_IDS:
         torch.library.opcheck(torch.ops.featvis.rectify.default, (x.clone().requires_grad_(), 0.0, 6.0, 0.0, rule, backend))
         torch.library.opcheck(torch.ops.featvis.rectify_.default, (x.clone(), 0.0, INF, 0.1, rule, backend))
-        torch.library.opcheck(torch.ops.featvis.rectify_backward.default, (g, packed, rule, 0.0, backend))
+        torch.library.opcheck(torch.ops.featvis.rectify_backward.default, (g, packed, rule, 0.0, False, backend))
 
 
 def test_bad_rule_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown rule 7"):
         ops.rectify(torch.randn(4), 0.0, INF, 0.0, 7, "torch")
+
+
+@pytest.mark.parametrize("device,backend", backend_params())
+@pytest.mark.parametrize("inplace", [False, True], ids=["out_of_place", "inplace"])
+def test_channels_last_works_in_memory_order(device, backend, inplace, poison_outputs):
+    """A channels-last input stays channels-last, the mask is packed in NHWC order, and the
+    backward takes the gradient in either layout."""
+    gen = torch.Generator().manual_seed(11)
+    x0 = (torch.randn(2, 5, 7, 3, generator=gen) * 4).to(device)
+    x = x0.contiguous(memory_format=torch.channels_last)
+    nhwc = x0.permute(0, 2, 3, 1).contiguous()
+    y_ref, packed_ref = ref.rectify(nhwc.cpu(), 0.0, 6.0, 0.0, save_mask=True)
+    if inplace:
+        leaf = x.clone().requires_grad_()
+        y = ops.rectify_inplace(leaf * 1, 0.0, 6.0, 0.0, ref.GUIDED, backend)
+    else:
+        leaf = x.clone().requires_grad_()
+        y, packed = ops.rectify(leaf, 0.0, 6.0, 0.0, ref.GUIDED, backend)
+        assert torch.equal(packed.cpu(), packed_ref)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(y.detach().cpu(), y_ref.permute(0, 3, 1, 2))
+    g = torch.randn(x0.shape, generator=gen).to(device)  # a contiguous (NCHW) gradient
+    (dx,) = torch.autograd.grad(y, leaf, g)
+    m = (x0 > 0) & (x0 < 6)
+    assert torch.equal(dx.cpu(), (g * m * (g > 0)).cpu())

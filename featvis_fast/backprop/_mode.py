@@ -69,20 +69,12 @@ class RectifierRuleMode(TorchFunctionMode):
 
     def _rectify(self, c: _rectifiers.RectifierCall) -> torch.Tensor:
         x = c.x
-        if x.is_contiguous():
-            flat, restore = x, None
-        elif x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
-            flat, restore = x.permute(0, 2, 3, 1), (0, 3, 1, 2)  # a contiguous view of the same memory
-        else:
-            flat, restore = x, None
         if c.inplace:
-            if flat.is_contiguous() and x._base is None:
-                rectifier_ops.rectify_inplace(flat, c.lo, c.hi, c.slope, self.rule, self.backend)
-                return x
-            y = rectifier_ops.rectify(flat, c.lo, c.hi, c.slope, self.rule, self.backend)[0]
-            return x.copy_(y.permute(*restore) if restore else y)
-        y = rectifier_ops.rectify(flat, c.lo, c.hi, c.slope, self.rule, self.backend)[0]
-        return y.permute(*restore) if restore else y
+            if x._base is None and (x.is_contiguous() or rectifier_ops.channels_last(x)):
+                return rectifier_ops.rectify_inplace(x, c.lo, c.hi, c.slope, self.rule, self.backend)
+            # a view or a strided tensor: compute out of place, then write back as torch would
+            return x.copy_(rectifier_ops.rectify(x, c.lo, c.hi, c.slope, self.rule, self.backend)[0])
+        return rectifier_ops.rectify(x, c.lo, c.hi, c.slope, self.rule, self.backend)[0]
 
     def _saw_nonlinear(self, name: str) -> None:
         if self.rule == ref.BACKPROP and self.lrp_eps is None:

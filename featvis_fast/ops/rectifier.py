@@ -43,6 +43,23 @@ def _check_rule(rule: int) -> None:
         raise ValueError(f"unknown rule {rule}; expected 0 (backprop), 1 (deconvnet) or 2 (guided)")
 
 
+def channels_last(t: torch.Tensor) -> bool:
+    """True when t is a 4-D channels-last tensor (not also contiguous): the ops then work in its
+    memory order (NHWC) and the mask follows that order."""
+    return t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+
+
+def _memory_order(t: torch.Tensor, cl: bool) -> torch.Tensor:
+    """t laid out as requested (copied only if it is not), then viewed in memory order (contiguous)."""
+    if cl:
+        return t.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1)
+    return t.contiguous()
+
+
+def _logical(t: torch.Tensor, cl: bool) -> torch.Tensor:
+    return t.permute(0, 3, 1, 2) if cl else t
+
+
 def _mask_buffer(x: torch.Tensor, rule: int) -> torch.Tensor:
     words = ref.words_for(x.numel()) if rule != ref.DECONVNET else 0
     return _empty((words,), torch.int32, x.device)
@@ -53,37 +70,43 @@ def rectify(x: torch.Tensor, lo: float, hi: float, slope: float, rule: int,
             backend: str) -> tuple[torch.Tensor, torch.Tensor]:
     """x (any shape) -> (y like x, packed mask (ceil(n/32),) int32; (0,) for DeconvNet, which needs none).
 
-    y = clamp(x, lo, hi) when slope == 0, else x > 0 ? x : slope * x (lo = 0, hi = inf)."""
+    y = clamp(x, lo, hi) when slope == 0, else x > 0 ? x : slope * x (lo = 0, hi = inf).
+    A channels-last x gives a channels-last y and a mask in NHWC order (see `channels_last`)."""
     _check_rule(rule)
-    x = x.contiguous()
+    cl = channels_last(x)
+    v = _memory_order(x, cl)
     module = _module_for(backend, x.dtype)
     if module is None:
-        return ref.rectify(x, lo, hi, slope, save_mask=rule != ref.DECONVNET)
-    y = _empty(tuple(x.shape), x.dtype, x.device)
-    packed = _mask_buffer(x, rule)
-    module.rectify(x, lo, hi, slope, y, packed)
-    return y, packed
+        y, packed = ref.rectify(v, lo, hi, slope, save_mask=rule != ref.DECONVNET)
+        return _logical(y, cl), packed
+    y = _empty(tuple(v.shape), v.dtype, v.device)
+    packed = _mask_buffer(v, rule)
+    module.rectify(v, lo, hi, slope, y, packed)
+    return _logical(y, cl), packed
 
 
 @rectify.register_fake
 def _(x, lo, hi, slope, rule, backend):
     words = ref.words_for(x.numel()) if rule != ref.DECONVNET else 0
-    return torch.empty_like(x, memory_format=torch.contiguous_format), x.new_empty((words,), dtype=torch.int32)
+    layout = torch.channels_last if channels_last(x) else torch.contiguous_format
+    return torch.empty_like(x, memory_format=layout), x.new_empty((words,), dtype=torch.int32)
 
 
 @torch.library.custom_op("featvis::rectify_", mutates_args=("x",))
 def rectify_(x: torch.Tensor, lo: float, hi: float, slope: float, rule: int, backend: str) -> torch.Tensor:
-    """In place: x <- rectifier(x) (x contiguous); returns the packed mask as `rectify` does."""
+    """In place: x <- rectifier(x) (x contiguous or channels-last); returns the packed mask as `rectify` does."""
     _check_rule(rule)
-    if not x.is_contiguous():
-        raise ValueError("featvis::rectify_ needs a contiguous tensor")
+    cl = channels_last(x)
+    if not (cl or x.is_contiguous()):
+        raise ValueError("featvis::rectify_ needs a contiguous or channels-last tensor")
+    v = _memory_order(x, cl)  # a view of x's memory
     module = _module_for(backend, x.dtype)
     if module is None:
-        y, packed = ref.rectify(x, lo, hi, slope, save_mask=rule != ref.DECONVNET)
-        x.copy_(y)
+        y, packed = ref.rectify(v, lo, hi, slope, save_mask=rule != ref.DECONVNET)
+        v.copy_(y)
         return packed
-    packed = _mask_buffer(x, rule)
-    module.rectify(x, lo, hi, slope, x, packed)
+    packed = _mask_buffer(v, rule)
+    module.rectify(v, lo, hi, slope, v, packed)
     return packed
 
 
@@ -94,35 +117,40 @@ def _(x, lo, hi, slope, rule, backend):
 
 
 @torch.library.custom_op("featvis::rectify_backward", mutates_args=())
-def rectify_backward(grad: torch.Tensor, packed: torch.Tensor, rule: int, slope: float,
+def rectify_backward(grad: torch.Tensor, packed: torch.Tensor, rule: int, slope: float, channels_last: bool,
                      backend: str) -> torch.Tensor:
-    """grad (any shape), packed (ceil(n/32),) int32 -> dx like grad: dx = g * (f(m) * d(g))."""
+    """grad (any shape), packed (ceil(n/32),) int32 -> dx like grad: dx = g * (f(m) * d(g)).
+
+    channels_last: the mask is in NHWC order (it came from a channels-last forward); dx is then
+    channels-last too."""
     _check_rule(rule)
-    grad = grad.contiguous()
+    v = _memory_order(grad, channels_last)
     module = _module_for(backend, grad.dtype)
     if module is None:
-        return ref.rectify_backward(grad, packed, rule, slope,
-                                    compute_dtype=torch.float64 if grad.dtype == torch.float64 else torch.float32)
-    dx = _empty(tuple(grad.shape), grad.dtype, grad.device)
-    module.rectify_backward(grad, packed.contiguous(), rule, slope, dx)
-    return dx
+        dx = ref.rectify_backward(v, packed, rule, slope,
+                                  compute_dtype=torch.float64 if grad.dtype == torch.float64 else torch.float32)
+        return _logical(dx, channels_last)
+    dx = _empty(tuple(v.shape), v.dtype, v.device)
+    module.rectify_backward(v, packed.contiguous(), rule, slope, dx)
+    return _logical(dx, channels_last)
 
 
 @rectify_backward.register_fake
-def _(grad, packed, rule, slope, backend):
-    return torch.empty_like(grad, memory_format=torch.contiguous_format)
+def _(grad, packed, rule, slope, channels_last, backend):
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    return torch.empty_like(grad, memory_format=layout)
 
 
 def _setup_rectify(ctx, inputs, output):
-    _, _, _, slope, rule, backend = inputs
-    ctx.rule, ctx.slope, ctx.backend = rule, slope, backend
+    x, _, _, slope, rule, backend = inputs
+    ctx.rule, ctx.slope, ctx.backend, ctx.cl = rule, slope, backend, channels_last(x)
     ctx.save_for_backward(output[1])
     ctx.mark_non_differentiable(output[1])
 
 
 def _backward_rectify(ctx, grad_y, grad_packed):
     (packed,) = ctx.saved_tensors
-    return rectify_backward(grad_y, packed, ctx.rule, ctx.slope, ctx.backend), None, None, None, None, None
+    return rectify_backward(grad_y, packed, ctx.rule, ctx.slope, ctx.cl, ctx.backend), None, None, None, None, None
 
 
 rectify.register_autograd(_backward_rectify, setup_context=_setup_rectify)
@@ -131,8 +159,8 @@ rectify.register_autograd(_backward_rectify, setup_context=_setup_rectify)
 class _RectifyInplace(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, lo, hi, slope, rule, backend):
+        ctx.rule, ctx.slope, ctx.backend, ctx.cl = rule, slope, backend, channels_last(x)
         packed = rectify_(x, lo, hi, slope, rule, backend)
-        ctx.rule, ctx.slope, ctx.backend = rule, slope, backend
         ctx.save_for_backward(packed)
         ctx.mark_dirty(x)
         return x
@@ -140,9 +168,9 @@ class _RectifyInplace(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y):
         (packed,) = ctx.saved_tensors
-        return rectify_backward(grad_y, packed, ctx.rule, ctx.slope, ctx.backend), None, None, None, None, None
+        return rectify_backward(grad_y, packed, ctx.rule, ctx.slope, ctx.cl, ctx.backend), None, None, None, None, None
 
 
 def rectify_inplace(x: torch.Tensor, lo: float, hi: float, slope: float, rule: int, backend: str) -> torch.Tensor:
-    """x <- rectifier(x) in place, differentiable with `rule` (x contiguous); returns x."""
+    """x <- rectifier(x) in place, differentiable with `rule` (x contiguous or channels-last); returns x."""
     return _RectifyInplace.apply(x, lo, hi, slope, rule, backend)
