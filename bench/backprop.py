@@ -1,7 +1,7 @@
 """Guided backprop and Grad-CAM: featvis_fast against Captum, side by side in one run.
 
-Per (model, method, batch, implementation): throughput (images/s, median of timed calls) and
-peak memory of one call: on CUDA torch.cuda.max_memory_allocated above the resident model and
+Per (model, method, batch, implementation): throughput (images/s; Captum's and our calls timed
+alternately in one process, medians) and peak memory of one call: on CUDA torch.cuda.max_memory_allocated above the resident model and
 input; on the CPU the process' peak RSS growth over the RSS after a batch-1 warm-up call, each
 configuration in a fresh subprocess.
 On CUDA also the largest batch that fits (doubling until out of memory). Models: the bundled
@@ -16,16 +16,19 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
+import time
 import warnings
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _cnn_models import resnet18, resnet50  # noqa: E402
-from _common import environment, median_seconds, write_results  # noqa: E402
+from _common import environment, write_results  # noqa: E402
 
+IMPLS = ("captum", "featvis")
 LAYERS = {"efficientnet-lite0": "_blocks.15", "resnet18": "layer4", "resnet50": "layer4"}
 
 
@@ -61,11 +64,15 @@ def _rss_bytes() -> int:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def run_one(name: str, method: str, impl: str, batch: int, device: str, repeats: int) -> dict:
+def _setup(name: str, batch: int, device: str):
     warnings.simplefilter("ignore")
     torch.manual_seed(0)
-    model = build(name, device)
-    x = torch.randn(batch, 3, 224, 224, device=device)
+    return build(name, device), torch.randn(batch, 3, 224, 224, device=device)
+
+
+def peak_one(name: str, method: str, impl: str, batch: int, device: str) -> dict:
+    """Peak memory of one call, in a process of its own (RSS peaks are per process)."""
+    model, x = _setup(name, batch, device)
     fn = attribution(name, model, method, impl)
     fn(x[:1])  # load kernels / extensions and import lazily loaded modules before measuring
     if device == "cuda":
@@ -79,9 +86,26 @@ def run_one(name: str, method: str, impl: str, batch: int, device: str, repeats:
         base = _rss_bytes()
         fn(x)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
-    seconds = median_seconds(lambda: fn(x), device, repeats=repeats, warmup=0, budget_s=60)
-    return {"model": name, "method": method, "impl": impl, "batch": batch, "seconds": seconds,
-            "images_per_s": batch / seconds, "peak_mib": peak / 2**20}
+    return {"peak_mib": peak / 2**20}
+
+
+def speed_pair(name: str, method: str, batch: int, device: str, repeats: int) -> dict:
+    """Seconds per call of Captum and ours, timed alternately in one process (same model, same
+    input), so that drifting machine load hits both alike; medians."""
+    model, x = _setup(name, batch, device)
+    fns = {impl: attribution(name, model, method, impl) for impl in IMPLS}
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    times: dict[str, list[float]] = {impl: [] for impl in IMPLS}
+    for fn in fns.values():
+        fn(x)
+    for _ in range(repeats):
+        for impl, fn in fns.items():
+            sync()
+            t0 = time.perf_counter()
+            fn(x)
+            sync()
+            times[impl].append(time.perf_counter() - t0)
+    return {impl: statistics.median(ts) for impl, ts in times.items()}
 
 
 def largest_batch(name: str, method: str, impl: str, start: int, cap: int = 8192) -> int:
@@ -113,10 +137,14 @@ def main() -> None:
     p.add_argument("--batches", type=int, nargs="+")
     p.add_argument("--models", nargs="+")
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--one", nargs=4, metavar=("MODEL", "METHOD", "IMPL", "BATCH"), help=argparse.SUPPRESS)
+    p.add_argument("--peak", nargs=4, metavar=("MODEL", "METHOD", "IMPL", "BATCH"), help=argparse.SUPPRESS)
+    p.add_argument("--speed", nargs=3, metavar=("MODEL", "METHOD", "BATCH"), help=argparse.SUPPRESS)
     a = p.parse_args()
-    if a.one:
-        print(json.dumps(run_one(a.one[0], a.one[1], a.one[2], int(a.one[3]), a.device, a.repeats)))
+    if a.peak:
+        print(json.dumps(peak_one(a.peak[0], a.peak[1], a.peak[2], int(a.peak[3]), a.device)))
+        return
+    if a.speed:
+        print(json.dumps(speed_pair(a.speed[0], a.speed[1], int(a.speed[2]), a.device, a.repeats)))
         return
     cpu = a.device == "cpu"
     models = a.models or (["efficientnet-lite0", "resnet18"] if cpu else ["resnet50"])
@@ -126,10 +154,13 @@ def main() -> None:
     for name in models:
         for method in ("guided_backprop", "gradcam"):
             for batch in batches:
+                seconds = _subprocess(["--device", a.device, "--repeats", str(a.repeats), "--speed", name, method,
+                                       str(batch)])
                 pair = {}
-                for impl in ("captum", "featvis"):
-                    args = ["--device", a.device, "--repeats", str(a.repeats), "--one", name, method, impl, str(batch)]
-                    row = _subprocess(args)
+                for impl in IMPLS:
+                    peak = _subprocess(["--device", a.device, "--peak", name, method, impl, str(batch)])
+                    row = {"model": name, "method": method, "impl": impl, "batch": batch, "seconds": seconds[impl],
+                           "images_per_s": batch / seconds[impl], "peak_mib": peak["peak_mib"]}
                     pair[impl] = row
                     rows.append(row)
                     print(f"{name:18s} {method:16s} B={batch:<4d} {impl:8s} {row['images_per_s']:8.2f} img/s  "

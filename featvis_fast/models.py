@@ -65,16 +65,23 @@ class _StopForward(Exception):
     """Raised from a hook once every requested output is captured."""
 
 
-def _resolve_modules(model: torch.nn.Module, layers: Sequence[str]) -> dict[str, torch.nn.Module]:
+def find_module(model: torch.nn.Module, name: str | torch.nn.Module) -> torch.nn.Module:
+    """The submodule called `name` (a module object of the model is accepted too, as in Captum);
+    an unknown name raises ValueError with the closest names."""
+    if isinstance(name, torch.nn.Module):
+        if not any(m is name for m in model.modules()):
+            raise ValueError(f"the layer {type(name).__name__} given as a module is not part of the model")
+        return name
     modules = dict(model.named_modules())
-    found = {}
-    for name in layers:
-        if not isinstance(name, str) or not name or name not in modules:
-            close = difflib.get_close_matches(str(name), list(modules), n=3)
-            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else "; see featvis_fast.layer_names(model)"
-            raise ValueError(f"unknown layer name {name!r}{hint}")
-        found[name] = modules[name]
-    return found
+    if not isinstance(name, str) or not name or name not in modules:
+        close = difflib.get_close_matches(str(name), [n for n in modules if n], n=3)
+        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else "; see featvis_fast.layer_names(model)"
+        raise ValueError(f"unknown layer name {name!r}{hint}")
+    return modules[name]
+
+
+def _resolve_modules(model: torch.nn.Module, layers: Sequence[str]) -> dict[str, torch.nn.Module]:
+    return {name: find_module(model, name) for name in layers}
 
 
 def extract(model: torch.nn.Module, x: torch.Tensor, layer: str | Sequence[str], call: int = 0,

@@ -14,11 +14,12 @@ seed:
 """
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+
+from ..models import _StopForward, find_module
 
 SEEDS = ("onehot", "activation")
 
@@ -37,10 +38,6 @@ class Unit:
 Target = int | torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | Unit | tuple | None
 
 
-class _StopForward(Exception):
-    """Raised from a forward hook once the target layer's output is captured."""
-
-
 def as_unit(target: Target) -> Unit | None:
     """The Unit a target names, or None for output-level targets."""
     if isinstance(target, Unit):
@@ -50,20 +47,6 @@ def as_unit(target: Target) -> Unit | None:
             raise ValueError(f"a unit target is (layer, channel) or (layer, channel, position), got {target!r}")
         return Unit(target[0], *target[1:])
     return None
-
-
-def find_module(model: torch.nn.Module, name: str | torch.nn.Module) -> torch.nn.Module:
-    """The submodule called `name` (a module object of the model is accepted too, as in Captum)."""
-    if isinstance(name, torch.nn.Module):
-        if not any(m is name for m in model.modules()):
-            raise ValueError(f"the layer {type(name).__name__} given as a module is not part of the model")
-        return name
-    modules = dict(model.named_modules())
-    if not isinstance(name, str) or not name or name not in modules:
-        close = difflib.get_close_matches(str(name), [n for n in modules if n], n=3)
-        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else "; see featvis_fast.layer_names(model)"
-        raise ValueError(f"unknown layer name {name!r}{hint}")
-    return modules[name]
 
 
 class LayerCapture:
