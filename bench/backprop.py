@@ -1,14 +1,20 @@
 """Guided backprop and Grad-CAM: featvis_fast against Captum, side by side in one run.
 
-Per (model, method, batch, implementation): throughput (images/s; Captum's and our calls timed
-alternately in one process, medians) and peak memory of one call: on CUDA torch.cuda.max_memory_allocated above the resident model and
+Per (model, method, batch, implementation), each in a fresh process: throughput (images/s, median
+of timed calls after two warm-up calls) and peak memory of one call: on CUDA torch.cuda.max_memory_allocated above the resident model and
 input; on the CPU the process' peak RSS growth over the RSS after a batch-1 warm-up call, each
 configuration in a fresh subprocess.
 On CUDA also the largest batch that fits (doubling until out of memory). Models: the bundled
 EfficientNet-Lite0 (ReLU6) and a ReLU ResNet-18 on the CPU; a ResNet-50-shaped model (random
 weights) on the GPU. Grad-CAM layers: EfficientNet `_blocks.15`, ResNets `layer4`.
 
-    python bench/backprop.py [--device cpu|cuda] [--batches 8 32] [--repeats N]
+    python bench/backprop.py [--device cpu|cuda] [--batches 8 32] [--repeats N] [--malloc-tuned]
+
+On the CPU, half of either tool's time can go to page faults: glibc returns every large freed
+tensor to the kernel and the next call faults it in again. --malloc-tuned raises glibc's
+thresholds for both tools (a setting users can make too); one run with and one without it
+shows both sides. (Timing both tools in one process is not fair: whichever runs second inherits
+the first one's grown heap.)
 """
 from __future__ import annotations
 
@@ -29,6 +35,7 @@ from _cnn_models import resnet18, resnet50  # noqa: E402
 from _common import environment, write_results  # noqa: E402
 
 IMPLS = ("captum", "featvis")
+MALLOC_TUNED = {"MALLOC_MMAP_THRESHOLD_": str(2**32), "MALLOC_TRIM_THRESHOLD_": str(2**34)}
 LAYERS = {"efficientnet-lite0": "_blocks.15", "resnet18": "layer4", "resnet50": "layer4"}
 
 
@@ -70,8 +77,9 @@ def _setup(name: str, batch: int, device: str):
     return build(name, device), torch.randn(batch, 3, 224, 224, device=device)
 
 
-def peak_one(name: str, method: str, impl: str, batch: int, device: str) -> dict:
-    """Peak memory of one call, in a process of its own (RSS peaks are per process)."""
+def run_one(name: str, method: str, impl: str, batch: int, device: str, repeats: int) -> dict:
+    """One implementation in a process of its own: peak memory of the first full call (RSS peaks
+    are per process), then the median time of `repeats` calls after one more warm-up call."""
     model, x = _setup(name, batch, device)
     fn = attribution(name, model, method, impl)
     fn(x[:1])  # load kernels / extensions and import lazily loaded modules before measuring
@@ -86,26 +94,18 @@ def peak_one(name: str, method: str, impl: str, batch: int, device: str) -> dict
         base = _rss_bytes()
         fn(x)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
-    return {"peak_mib": peak / 2**20}
-
-
-def speed_pair(name: str, method: str, batch: int, device: str, repeats: int) -> dict:
-    """Seconds per call of Captum and ours, timed alternately in one process (same model, same
-    input), so that drifting machine load hits both alike; medians."""
-    model, x = _setup(name, batch, device)
-    fns = {impl: attribution(name, model, method, impl) for impl in IMPLS}
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    times: dict[str, list[float]] = {impl: [] for impl in IMPLS}
-    for fn in fns.values():
-        fn(x)
+    fn(x)
+    times = []
     for _ in range(repeats):
-        for impl, fn in fns.items():
-            sync()
-            t0 = time.perf_counter()
-            fn(x)
-            sync()
-            times[impl].append(time.perf_counter() - t0)
-    return {impl: statistics.median(ts) for impl, ts in times.items()}
+        sync()
+        t0 = time.perf_counter()
+        fn(x)
+        sync()
+        times.append(time.perf_counter() - t0)
+    seconds = statistics.median(times)
+    return {"model": name, "method": method, "impl": impl, "batch": batch, "seconds": seconds,
+            "images_per_s": batch / seconds, "peak_mib": peak / 2**20}
 
 
 def largest_batch(name: str, method: str, impl: str, start: int, cap: int = 8192) -> int:
@@ -125,9 +125,9 @@ def largest_batch(name: str, method: str, impl: str, start: int, cap: int = 8192
     return fits
 
 
-def _subprocess(args: list[str]) -> dict:
+def _subprocess(args: list[str], env_vars: dict[str, str]) -> dict:
     out = subprocess.run([sys.executable, os.path.abspath(__file__), *args], capture_output=True, text=True,
-                         check=True)
+                         check=True, env={**os.environ, **env_vars})
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -137,30 +137,29 @@ def main() -> None:
     p.add_argument("--batches", type=int, nargs="+")
     p.add_argument("--models", nargs="+")
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--peak", nargs=4, metavar=("MODEL", "METHOD", "IMPL", "BATCH"), help=argparse.SUPPRESS)
-    p.add_argument("--speed", nargs=3, metavar=("MODEL", "METHOD", "BATCH"), help=argparse.SUPPRESS)
+    p.add_argument("--malloc-tuned", action="store_true",
+                   help="run every configuration with glibc malloc's mmap and trim thresholds raised "
+                        "(MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_), so large tensors are not "
+                        "page-faulted in afresh on every call; applies to Captum and ours alike")
+    p.add_argument("--one", nargs=4, metavar=("MODEL", "METHOD", "IMPL", "BATCH"), help=argparse.SUPPRESS)
     a = p.parse_args()
-    if a.peak:
-        print(json.dumps(peak_one(a.peak[0], a.peak[1], a.peak[2], int(a.peak[3]), a.device)))
+    if a.one:
+        print(json.dumps(run_one(a.one[0], a.one[1], a.one[2], int(a.one[3]), a.device, a.repeats)))
         return
-    if a.speed:
-        print(json.dumps(speed_pair(a.speed[0], a.speed[1], int(a.speed[2]), a.device, a.repeats)))
-        return
+    env_vars = dict(MALLOC_TUNED) if a.malloc_tuned else {}
     cpu = a.device == "cpu"
     models = a.models or (["efficientnet-lite0", "resnet18"] if cpu else ["resnet50"])
     batches = a.batches or ([8, 32] if cpu else [64, 256])
     env = environment(a.device)
+    env["malloc"] = env_vars or "glibc defaults"
     rows = []
     for name in models:
         for method in ("guided_backprop", "gradcam"):
             for batch in batches:
-                seconds = _subprocess(["--device", a.device, "--repeats", str(a.repeats), "--speed", name, method,
-                                       str(batch)])
                 pair = {}
                 for impl in IMPLS:
-                    peak = _subprocess(["--device", a.device, "--peak", name, method, impl, str(batch)])
-                    row = {"model": name, "method": method, "impl": impl, "batch": batch, "seconds": seconds[impl],
-                           "images_per_s": batch / seconds[impl], "peak_mib": peak["peak_mib"]}
+                    row = _subprocess(["--device", a.device, "--repeats", str(a.repeats), "--one", name, method, impl,
+                                       str(batch)], env_vars)
                     pair[impl] = row
                     rows.append(row)
                     print(f"{name:18s} {method:16s} B={batch:<4d} {impl:8s} {row['images_per_s']:8.2f} img/s  "
@@ -173,7 +172,7 @@ def main() -> None:
                 for impl in ("captum", "featvis"):
                     rows.append({"model": name, "method": method, "impl": impl,
                                  "largest_batch": largest_batch(name, method, impl, batches[-1])})
-    lines = [f"# bench/backprop.py on {env['device']} ({env['date']}, torch {env['torch']})", "",
+    lines = [f"# bench/backprop.py on {env['device']} ({env['date']}, torch {env['torch']}, malloc: {env['malloc']})", "",
              "| model | method | batch | Captum img/s | ours img/s | speed-up | Captum peak MiB | ours peak MiB | memory ratio |",
              "|---|---|---|---|---|---|---|---|---|"]
     by_key = {(r["model"], r["method"], r["batch"], r["impl"]): r for r in rows if "batch" in r}
@@ -189,7 +188,8 @@ def main() -> None:
         lines += [f"| {r['model']} | {r['method']} | {r['impl']} | {r['largest_batch']} |" for r in fits]
     markdown = "\n".join(lines) + "\n"
     print(markdown)
-    print("wrote", *write_results("backprop", a.device, env, rows, markdown))
+    print("wrote", *write_results("backprop-malloc-tuned" if a.malloc_tuned else "backprop", a.device, env, rows,
+                                  markdown))
 
 
 if __name__ == "__main__":
