@@ -309,3 +309,39 @@ def test_models_that_view_activations_still_work():
     assert got.is_contiguous()
     assert_close(got, expected)
     assert fv.gradcam(net, x, 1, "conv").shape == (2, 5, 5)
+
+
+def test_batch_norm_backward_folds_only_into_single_consumer_convs():
+    """conv -> BN pairs fold the BN's backward scale into the conv's weight; a conv whose output
+    also feeds something else keeps the BN's own backward. Gradients equal plain autograd's."""
+    from featvis_fast.backprop import RectifierRuleMode
+    from featvis_fast.backprop._lean import fold_batch_norms
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.b1 = torch.nn.Conv2d(3, 6, 3, padding=1), torch.nn.BatchNorm2d(6)
+            self.c2, self.b2 = torch.nn.Conv2d(6, 6, 3, padding=1), torch.nn.BatchNorm2d(6)
+
+        def forward(self, x):
+            h = torch.relu(self.b1(self.c1(x)))
+            z = self.c2(h)
+            return (self.b2(z) + z).mean(dim=(2, 3))
+
+    torch.manual_seed(0)
+    net = Net()
+    with torch.no_grad():
+        for bn in (net.b1, net.b2):
+            bn.running_mean.normal_()
+            bn.running_var.uniform_(0.5, 2.0)
+            bn.weight.normal_()
+    net.eval()
+    x = torch.randn(2, 3, 8, 8)
+    leaf = x.clone().requires_grad_()
+    with RectifierRuleMode(0, "torch"):
+        out = net(leaf)[:, 1].sum()
+    assert fold_batch_norms(out) == 1
+    (ours,) = torch.autograd.grad(out, leaf)
+    plain_leaf = x.clone().requires_grad_()
+    (expected,) = torch.autograd.grad(net(plain_leaf)[:, 1].sum(), plain_leaf)
+    assert_close(ours, expected)

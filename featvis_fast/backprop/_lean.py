@@ -45,6 +45,9 @@ class _ConvInputGrad(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         weight, grad = _incoming(ctx, grad)
+        scale = getattr(ctx, "folded_scale", None)
+        if scale is not None:  # the following batch norm's backward, folded in (see fold_batch_norms)
+            weight = weight * scale.reshape((-1,) + (1,) * (weight.dim() - 1))
         shape, stride, padding, dilation, groups = ctx.conf
         # only the input's shape and layout are read; an expanded zero-stride placeholder would
         # send depthwise convolutions to a slow path (2.8x on CPU), an unwritten buffer does not
@@ -87,6 +90,8 @@ class _EvalBatchNorm(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         scale, grad = _incoming(ctx, grad)
+        if getattr(ctx, "folded", False):  # the convolution before it applies the scale
+            return grad, None, None, None, None, None, None
         return grad * scale, None, None, None, None, None, None
 
 
@@ -141,3 +146,41 @@ def lean_call(func, args, kwargs, eps: float | None = None):
             scale, shift = scale.to(x.dtype).view(view), shift.to(x.dtype).view(view)
         return _EvalBatchNorm.apply(x, scale, shift, func, args, kwargs, eps)
     return NotImplemented
+
+
+def fold_batch_norms(output: torch.Tensor) -> int:
+    """Fold each eval batch norm's backward into the convolution that feeds it, where that
+    convolution's output has no other consumer in the graph: the convolution's input gradient
+    uses weight * scale and the batch norm passes the gradient through, which saves a full pass
+    (and an activation-sized allocation) per pair. Called after the forward pass, when the
+    whole graph is known, and only without LRP's epsilon ratios. Returns the number folded."""
+    if output.grad_fn is None:
+        return 0
+    consumers: dict = {}
+    seen, stack = set(), [output.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        for child, _ in node.next_functions:
+            if child is not None:
+                consumers[child] = consumers.get(child, 0) + 1
+                stack.append(child)
+    folded = 0
+    for node in seen:
+        if type(node).__name__ != "_EvalBatchNormBackward" or getattr(node, "folded", False):
+            continue
+        producer = node.next_functions[0][0]
+        if type(producer).__name__ != "_ConvInputGradBackward" or consumers.get(producer) != 1:
+            continue
+        if getattr(producer, "folded_scale", None) is not None:
+            continue
+        scale = node.saved_tensors[0]
+        if scale.shape[1] != producer.saved_tensors[0].shape[0]:
+            continue
+        producer.folded_scale = scale.reshape(-1)
+        node.folded = True
+        folded += 1
+    return folded
+

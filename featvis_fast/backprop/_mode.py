@@ -97,10 +97,13 @@ _RULE_NAMES = {ref.BACKPROP: "backprop", ref.DECONVNET: "DeconvNet", ref.GUIDED:
 
 
 def _detach_parameters(args, kwargs):
-    """Parameters enter compute functions detached: attribution needs no parameter gradients."""
-    if not any(isinstance(a, torch.nn.Parameter) for a in args) and \
-            not any(isinstance(v, torch.nn.Parameter) for v in kwargs.values()):
+    """Parameters enter compute functions detached: attribution needs no parameter gradients.
+    (type() checks: isinstance(x, Parameter) goes through a slow metaclass hook.)"""
+    if not any(type(a) is _PARAMETER for a in args) and not any(type(v) is _PARAMETER for v in kwargs.values()):
         return args, kwargs
-    args = tuple(a.detach() if isinstance(a, torch.nn.Parameter) else a for a in args)
-    kwargs = {k: v.detach() if isinstance(v, torch.nn.Parameter) else v for k, v in kwargs.items()}
+    args = tuple(a.detach() if type(a) is _PARAMETER else a for a in args)
+    kwargs = {k: v.detach() if type(v) is _PARAMETER else v for k, v in kwargs.items()}
     return args, kwargs
+
+
+_PARAMETER = torch.nn.Parameter

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from .. import _backend
 from .. import _rectifier_reference as ref
+from ._lean import fold_batch_norms
 from ._mode import RectifierRuleMode
 from ._targets import LayerCapture, Target, as_unit, select_output, select_unit, seed_for
 
@@ -81,6 +82,8 @@ def _attribute(model, x, target, rule, *, seed, backend, nonlinear, method, lrp_
                 selected = _forward_selected(model, leaf, target)
             if not selected.requires_grad:
                 raise ValueError(f"{method}: the target does not depend on x")
+            if lrp_eps is None:
+                fold_batch_norms(selected)
             (grad,) = torch.autograd.grad(selected, leaf, seed_for(selected, seed))
         mode.warn_nonlinear(method)
         return grad.contiguous()
@@ -152,6 +155,7 @@ def gradcam(model: torch.nn.Module, x: torch.Tensor, target: Target = None, laye
                 raise ValueError(f"Grad-CAM needs a (B, C, h, w) layer output; {layer!r} gives {tuple(acts.shape)}")
             if not selected.requires_grad:
                 raise ValueError(f"gradcam: the target does not depend on layer {layer!r} (is it after the target?)")
+            fold_batch_norms(selected)
             (grads,) = torch.autograd.grad(selected, acts, seed_for(selected, seed))
         return (grads.mean(dim=(2, 3), keepdim=True) * acts.detach()).sum(dim=1).contiguous()
 
