@@ -1,6 +1,7 @@
 // Python bindings for the featvis-fast CPU kernels (csrc/similarity_cpu.h).
 #include <torch/extension.h>
 
+#include "cpu_cache.h"
 #include "rectifier_cpu.h"
 #include "similarity_cpu.h"
 
@@ -33,4 +34,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "-> None. dx = g * (f(m) * d(g)), f(m) = m ? 1 : slope, d(g) = g > 0 ? 1 : slope.",
         py::arg("grad"), py::arg("packed"), py::arg("rule"), py::arg("slope"), py::arg("dx_out"),
         py::call_guard<py::gil_scoped_release>());
+  m.def("cache_begin", &featvis::cpu::cache_begin,
+        "cache_begin() -> bool: install the caching CPU allocator (nested calls count); False when "
+        "a higher-priority allocator is installed.");
+  m.def("cache_end", &featvis::cpu::cache_end,
+        "cache_end() -> None: leave one level; at the outermost, restore the previous allocator and "
+        "release cached blocks this call did not reuse.");
+  m.def("cache_empty", &featvis::cpu::cache_empty, "cache_empty() -> None: release every cached block.");
+  m.def("cache_stats", &featvis::cpu::cache_stats, "cache_stats() -> (cached bytes, hits, misses).");
 }

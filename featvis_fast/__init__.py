@@ -4,6 +4,7 @@ Importing never fails because a compiled extension is missing: backends load on 
 fall back (with one warning) when an automatically chosen one is unavailable.
 """
 from ._backend import BackendUnavailableError, backends
+from ._cpu_cache import empty_cpu_cache
 from .backprop import (Unit, deconvnet, gradcam, guided_backprop, guided_gradcam, lrp,
                        saliency)
 from .images import load_image, sample_image, sample_images
@@ -15,7 +16,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BackendUnavailableError", "FeatureSimilarity", "METRICS", "Preprocess", "Unit", "attribution_heatmap",
-    "backends", "colorize",
+    "backends", "colorize", "empty_cpu_cache",
     "colormap", "deconvnet", "extract", "gradcam", "grid", "guided_backprop", "guided_gradcam", "layer_names", "lrp",
     "load_image", "load_model", "overlay", "saliency", "sample_image", "sample_images", "signed_map",
 ]

@@ -1,6 +1,7 @@
 """The deconvolution / backprop family: saliency, DeconvNet, guided backprop, Grad-CAM, guided
 Grad-CAM and LRP-epsilon, with the rectifier rules applied by fused kernels (featvis::rectify)."""
 from ._mode import NonPiecewiseLinearWarning, RectifierRuleMode
+from ._rewrites import set_forward_rewrites
 from ._targets import Unit
 from .captum_style import Deconvolution, GuidedBackprop, GuidedGradCam, LayerGradCam, LRPEpsilon, Saliency
 from .methods import deconvnet, gradcam, guided_backprop, guided_gradcam, lrp, saliency
@@ -8,5 +9,5 @@ from .methods import deconvnet, gradcam, guided_backprop, guided_gradcam, lrp, s
 __all__ = [
     "Deconvolution", "GuidedBackprop", "GuidedGradCam", "LRPEpsilon", "LayerGradCam", "NonPiecewiseLinearWarning",
     "RectifierRuleMode", "Saliency", "Unit", "deconvnet", "gradcam", "guided_backprop", "guided_gradcam", "lrp",
-    "saliency",
+    "saliency", "set_forward_rewrites",
 ]

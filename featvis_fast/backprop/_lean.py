@@ -99,6 +99,34 @@ def _arg(args, kwargs, index, name, default):
     return args[index] if len(args) > index else kwargs.get(name, default)
 
 
+def eval_batch_norm_affine(args, kwargs):
+    """F.batch_norm call -> (scale, shift), each (C,), with batch_norm(x) = x * scale + shift
+    (computed in float32, or float64 where x or the statistics are), or None when the call is
+    not an eval-mode batch norm with running statistics and constant parameters."""
+    x = args[0] if args else kwargs.get("input")
+    mean, var = _arg(args, kwargs, 1, "running_mean", None), _arg(args, kwargs, 2, "running_var", None)
+    weight, bias = _arg(args, kwargs, 3, "weight", None), _arg(args, kwargs, 4, "bias", None)
+    training, bn_eps = _arg(args, kwargs, 5, "training", False), float(_arg(args, kwargs, 7, "eps", 1e-5))
+    if training or mean is None or var is None or not isinstance(x, torch.Tensor) or x.dim() < 2:
+        return None
+    if any(t is not None and t.requires_grad for t in (weight, bias, mean, var)):
+        return None
+    wide = torch.float64 if torch.float64 in (x.dtype, var.dtype) else torch.float32
+    return batch_norm_affine(mean, var, weight, bias, bn_eps, wide)
+
+
+def batch_norm_affine(mean, var, weight, bias, eps: float, dtype: torch.dtype):
+    """Eval batch norm's per-channel (scale, shift), each (C,) in `dtype`: x * scale + shift."""
+    with torch.no_grad():
+        scale = torch.rsqrt(var.to(dtype) + eps)
+        if weight is not None:
+            scale = scale * weight.to(dtype)
+        shift = -mean.to(dtype) * scale
+        if bias is not None:
+            shift = shift + bias.to(dtype)
+    return scale, shift
+
+
 def lean_call(func, args, kwargs, eps: float | None = None):
     """A lean replacement's result for this call, or NotImplemented to run `func` as usual.
 
@@ -127,23 +155,11 @@ def lean_call(func, args, kwargs, eps: float | None = None):
             return NotImplemented
         return _LinearInputGrad.apply(x, weight, bias, eps)
     if func is F.batch_norm:
-        mean, var = _arg(args, kwargs, 1, "running_mean", None), _arg(args, kwargs, 2, "running_var", None)
-        weight, bias = _arg(args, kwargs, 3, "weight", None), _arg(args, kwargs, 4, "bias", None)
-        training, bn_eps = _arg(args, kwargs, 5, "training", False), float(_arg(args, kwargs, 7, "eps", 1e-5))
-        if training or mean is None or var is None or x.dim() < 2:
+        affine = eval_batch_norm_affine(args, kwargs)
+        if affine is None:
             return NotImplemented
-        if any(t is not None and t.requires_grad for t in (weight, bias, mean, var)):
-            return NotImplemented
-        with torch.no_grad():
-            wide = torch.float64 if torch.float64 in (x.dtype, var.dtype) else torch.float32
-            scale = torch.rsqrt(var.to(wide) + bn_eps)
-            if weight is not None:
-                scale = scale * weight.to(wide)
-            shift = -mean.to(wide) * scale
-            if bias is not None:
-                shift = shift + bias.to(wide)
-            view = (1, -1) + (1,) * (x.dim() - 2)
-            scale, shift = scale.to(x.dtype).view(view), shift.to(x.dtype).view(view)
+        view = (1, -1) + (1,) * (x.dim() - 2)
+        scale, shift = (t.to(x.dtype).view(view) for t in affine)
         return _EvalBatchNorm.apply(x, scale, shift, func, args, kwargs, eps)
     return NotImplemented
 

@@ -6,6 +6,7 @@ leaving the `with` block, also through an exception, leaves nothing behind.
 """
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections import Counter
 
@@ -14,7 +15,7 @@ from torch.overrides import TorchFunctionMode
 
 from .. import _rectifier_reference as ref
 from ..ops import rectifier as rectifier_ops
-from . import _lean, _rectifiers
+from . import _lean, _rectifiers, _rewrites
 from ._lrp import LINEAR_FUNCS, epsilon_ratio
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -31,24 +32,39 @@ class RectifierRuleMode(TorchFunctionMode):
     lean: detach parameters and use the input-gradient-only conv / linear / batch-norm functions
     (see _lean). lrp_eps: LRP-epsilon on linear layers (see _lrp). nonlinear: what to do on an
     activation without a rule: "warn" (plain gradient + NonPiecewiseLinearWarning), "error", "ignore".
+    rewrites: this call's forward rewrites (batch norm folded, rectifiers in place; see _rewrites), or None.
     `counts` tallies the rectifier calls that were handled, by form.
     """
 
     def __init__(self, rule: int, backend: str, *, lean: bool = True, lrp_eps: float | None = None,
-                 nonlinear: str = "warn") -> None:
+                 nonlinear: str = "warn", rewrites: _rewrites.ForwardRewrites | None = None) -> None:
         super().__init__()
         if nonlinear not in ("warn", "error", "ignore"):
             raise ValueError(f"nonlinear must be 'warn', 'error' or 'ignore', got {nonlinear!r}")
         self.rule, self.backend, self.lean, self.lrp_eps, self.nonlinear = rule, backend, lean, lrp_eps, nonlinear
+        self.rewrites = rewrites
         self.counts: Counter[str] = Counter()
         self.nonlinear_seen: Counter[str] = Counter()
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        rewrites = self.rewrites
+        if rewrites is None:
+            return self._call(func, args, kwargs)
+        out, args, kwargs, note = rewrites.before(func, args, kwargs)
+        if out is NotImplemented:
+            out = self._call(func, args, kwargs, inplace=note is not None and note.inplace)
+        return rewrites.after(out, note)
+
+    def _call(self, func, args, kwargs, inplace: bool = False):
         call = _rectifiers.parse(func, args, kwargs)
+        if call is not None and inplace:  # the rectifier is its input's only consumer (see _rewrites)
+            call = dataclasses.replace(call, inplace=True)
         if call is not None and self._differentiable(call.x):
             self.counts[call.form] += 1
             return self._rectify(call)
+        if call is not None and inplace:
+            return _rectifiers.apply_inplace(call)
         name = _rectifiers.nonlinear_name(func)
         if name is not None:
             self._saw_nonlinear(name)

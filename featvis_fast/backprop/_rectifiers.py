@@ -113,6 +113,13 @@ def parse(func, args, kwargs) -> RectifierCall | None:
     return call
 
 
+def apply_inplace(call: RectifierCall) -> torch.Tensor:
+    """The plain rectifier (no rule: nothing needs its gradient), written into call.x."""
+    if call.slope:
+        return F.leaky_relu_(call.x, call.slope)
+    return call.x.clamp_(min=call.lo, max=None if call.hi == INF else call.hi)
+
+
 # Activations that are not piecewise linear: they get the plain gradient, with a warning
 # (guided backprop / DeconvNet are defined only for rectifiers).
 _NONLINEAR = {

@@ -4,7 +4,8 @@ target:
   None              the predicted class (argmax of the output, per sample; FeatureVis' default)
   int               one class index for the whole batch
   LongTensor (B,)   one class index per sample
-  callable          f(output) -> (B,) scores (anything (B, ...) is summed per sample)
+  callable          f(output) -> (B,) scores (anything (B, ...) is summed per sample); the output
+                    may be any structure (a tuple, a dict) the model returns
   Unit / tuple      an intermediate unit: ("layer name", channel) or ("layer name", channel, (i, j));
                     the forward pass stops right after that layer
 seed:
@@ -111,16 +112,17 @@ def select_unit(activation: torch.Tensor, unit: Unit) -> torch.Tensor:
 
 def select_output(output: torch.Tensor, target: Target) -> torch.Tensor:
     """Model output (B, K) -> the (B,) (or (B, ...) for callables) activations the target names."""
+    if callable(target) and not isinstance(target, torch.Tensor):
+        scores = target(output)
+        batch = output.shape[0] if isinstance(output, torch.Tensor) else None
+        if not isinstance(scores, torch.Tensor) or scores.dim() == 0 or batch not in (None, scores.shape[0]):
+            shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
+            raise ValueError(f"a callable target must return (B,) = ({batch if batch else 'B'},) scores, got {shape}")
+        return scores
     if not isinstance(output, torch.Tensor):
         raise TypeError(f"the model returned {type(output).__name__}; a class target needs a tensor output "
                         "(use a callable target to pick from other outputs)")
     batch = output.shape[0]
-    if callable(target) and not isinstance(target, torch.Tensor):
-        scores = target(output)
-        if not isinstance(scores, torch.Tensor) or scores.dim() == 0 or scores.shape[0] != batch:
-            shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
-            raise ValueError(f"a callable target must return (B,) = ({batch},) scores, got {shape}")
-        return scores
     flat = output.reshape(batch, -1)
     classes = flat.shape[1]
     if target is None:

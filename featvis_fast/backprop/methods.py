@@ -19,6 +19,8 @@ import torch.nn.functional as F
 
 from .. import _backend
 from .. import _rectifier_reference as ref
+from .._cpu_cache import cached_cpu_memory
+from . import _rewrites
 from ._lean import fold_batch_norms
 from ._mode import RectifierRuleMode
 from ._targets import LayerCapture, Target, as_unit, select_output, select_unit, seed_for
@@ -33,7 +35,9 @@ def _check_inputs(model, x: torch.Tensor) -> None:
         raise TypeError(f"x must be a floating-point tensor, got {x.dtype}")
     if x.dim() < 2 or x.shape[0] == 0:
         raise ValueError(f"x must be a non-empty batch (B, ...), got shape {tuple(x.shape)}")
-    if not bool(torch.isfinite(x).all()):
+    # a finite sum proves every element finite in one cheap pass (15x faster than isfinite().all());
+    # only a non-finite sum (or an overflowing one) needs the elementwise check
+    if not bool(torch.isfinite(x.detach().sum())) and not bool(torch.isfinite(x).all()):
         raise ValueError("x contains NaN or infinite values")
     if model.training:
         warnings.warn("the model is in training mode: batch norm uses batch statistics and updates its running "
@@ -57,16 +61,18 @@ def _in_best_layout(run, x: torch.Tensor):
     """run(x laid out for speed). 4-D inputs on the CPU go channels-last: oneDNN's convolutions
     are faster in it (plain autograd forward + backward: 5-17% on a 2-core machine), and the
     rectifier kernels work in memory order in either layout. A model that calls .view() on
-    activations cannot take that layout, and is run again in the contiguous one."""
+    activations cannot take that layout, and is run again in the contiguous one. CPU runs use
+    the caching allocator (featvis_fast._cpu_cache)."""
     x = x.detach()
-    if x.dim() != 4 or x.device.type != "cpu":
+    with cached_cpu_memory(x.device):
+        if x.dim() != 4 or x.device.type != "cpu":
+            return run(x.contiguous())
+        try:
+            return run(x.contiguous(memory_format=torch.channels_last))
+        except RuntimeError as exc:
+            if _VIEW_ERROR not in str(exc):
+                raise
         return run(x.contiguous())
-    try:
-        return run(x.contiguous(memory_format=torch.channels_last))
-    except RuntimeError as exc:
-        if _VIEW_ERROR not in str(exc):
-            raise
-    return run(x.contiguous())
 
 
 def _attribute(model, x, target, rule, *, seed, backend, nonlinear, method, lrp_eps=None) -> torch.Tensor:
@@ -74,20 +80,27 @@ def _attribute(model, x, target, rule, *, seed, backend, nonlinear, method, lrp_
     _check_inputs(model, x)
     chosen = _backend.resolve_backend(backend, x.device)
 
-    def run(laid_out):
+    def run(laid_out, rewrites):
         leaf = laid_out.requires_grad_(True)
-        mode = RectifierRuleMode(rule, chosen, lrp_eps=lrp_eps, nonlinear=nonlinear)
+        mode = RectifierRuleMode(rule, chosen, lrp_eps=lrp_eps, nonlinear=nonlinear, rewrites=rewrites)
         with torch.enable_grad():
             with mode:
                 selected = _forward_selected(model, leaf, target)
+            if rewrites is not None:
+                rewrites.check_no_escapes()
             if not selected.requires_grad:
                 raise ValueError(f"{method}: the target does not depend on x")
             if lrp_eps is None:
                 fold_batch_norms(selected)
             (grad,) = torch.autograd.grad(selected, leaf, seed_for(selected, seed))
+        del selected
+        if rewrites is not None and as_unit(target) is None:  # a unit's forward stops early: consumers unknown
+            rewrites.learn()
         mode.warn_nonlinear(method)
         return grad.contiguous()
 
+    return _in_best_layout(lambda laid_out: _rewrites.run(model, lambda f: run(laid_out, f), allowed=lrp_eps is None),
+                           x)
     return _in_best_layout(run, x)
 
 
@@ -146,10 +159,13 @@ def gradcam(model: torch.nn.Module, x: torch.Tensor, target: Target = None, laye
         raise ValueError("gradcam needs a layer name (see featvis_fast.layer_names(model))")
     chosen = _backend.resolve_backend(backend, x.device)
 
-    def run(laid_out):
+    def run(laid_out, rewrites):
         with torch.enable_grad():
-            with RectifierRuleMode(ref.BACKPROP, chosen), LayerCapture(model, layer, call, as_leaf=True) as capture:
+            mode = RectifierRuleMode(ref.BACKPROP, chosen, rewrites=rewrites)
+            with mode, LayerCapture(model, layer, call, as_leaf=True) as capture:
                 selected = _forward_selected(model, laid_out, target)
+            if rewrites is not None:
+                rewrites.check_no_escapes()
             acts = capture.result()
             if acts.dim() != 4:
                 raise ValueError(f"Grad-CAM needs a (B, C, h, w) layer output; {layer!r} gives {tuple(acts.shape)}")
@@ -157,9 +173,12 @@ def gradcam(model: torch.nn.Module, x: torch.Tensor, target: Target = None, laye
                 raise ValueError(f"gradcam: the target does not depend on layer {layer!r} (is it after the target?)")
             fold_batch_norms(selected)
             (grads,) = torch.autograd.grad(selected, acts, seed_for(selected, seed))
+        del selected
+        if rewrites is not None and as_unit(target) is None:
+            rewrites.learn()
         return (grads.mean(dim=(2, 3), keepdim=True) * acts.detach()).sum(dim=1).contiguous()
 
-    cam = _in_best_layout(run, x)
+    cam = _in_best_layout(lambda laid_out: _rewrites.run(model, lambda f: run(laid_out, f)), x)
     if relu:
         cam = cam.clamp_min(0)
     if upsample:

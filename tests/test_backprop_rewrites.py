@@ -1,0 +1,213 @@
+"""Forward rewrites learnt per model (batch norm folded into its convolution, rectifiers in place):
+later calls rewrite and still equal the references; a plan that stops holding (dynamic models,
+escapes, caught errors) is found and the call reruns without it; weights changed between calls
+are used. Also the input check that the attributions run first."""
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from _backprop_models import FORMS, FormNet, ReluOnlyNet, reference_attribution
+
+import featvis_fast as fv
+from featvis_fast.backprop import _rewrites
+
+METHODS = {"gradient": fv.saliency, "deconvnet": fv.deconvnet, "guided": fv.guided_backprop}
+
+
+def assert_close(ours, expected, rtol=2e-5):
+    scale = expected.abs().max().item()
+    assert scale > 0, "the reference is all zero: the test would prove nothing"
+    err = (ours.double() - expected.double()).abs().max().item()
+    assert err <= rtol * scale, f"max error {err:.3g} vs scale {scale:.3g}"
+
+
+@pytest.fixture
+def rewrite_counts(monkeypatch):
+    """The `rewritten` counter of every forward, in call order."""
+    seen = []
+    original = _rewrites.ForwardRewrites.check_no_escapes
+
+    def spy(self):
+        seen.append(dict(self.rewritten))
+        return original(self)
+
+    monkeypatch.setattr(_rewrites.ForwardRewrites, "check_no_escapes", spy)
+    return seen
+
+
+OUT_OF_PLACE = ["nn.ReLU", "F.relu", "nn.ReLU6", "nn.Hardtanh", "torch.clamp(min=0)", "nn.LeakyReLU(0.1)"]
+
+
+@pytest.mark.parametrize("rule", list(METHODS))
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_later_calls_rewrite_and_still_equal_the_reference(rule, dtype, rewrite_counts):
+    model = FormNet(OUT_OF_PLACE + ["F.relu_", "Tensor.clamp_(0,6)"], width=7, seed=11).to(dtype)
+    x = (torch.randn(3, 3, 9, 10, generator=torch.Generator().manual_seed(5)) * 2).to(dtype)
+    expected = reference_attribution(model, x, 2, rule, dtype=dtype)
+    first = METHODS[rule](model, x, 2)
+    again = [METHODS[rule](model, x, 2) for _ in range(2)]
+    assert rewrite_counts[0] == {}, "the first call only watches"
+    convs = len(model.forms)
+    assert rewrite_counts[1] == {"batch_norm": convs, "rectifier": len(OUT_OF_PLACE)}
+    assert rewrite_counts[2] == rewrite_counts[1]
+    rtol = 1e-7 if dtype == torch.float64 else 1e-4
+    for result in [first] + again:
+        assert_close(result, expected, rtol)
+    assert_close(again[0], first, 1e-7 if dtype == torch.float64 else 1e-5)
+
+
+def test_gradcam_rewrites_before_and_after_its_layer(rewrite_counts):
+    model = ReluOnlyNet()
+    x = torch.randn(2, 3, 12, 13, generator=torch.Generator().manual_seed(1))
+    _rewrites.set_forward_rewrites(False)
+    try:
+        plain = fv.gradcam(model, x, 3, "layer.0", relu=False)
+    finally:
+        _rewrites.set_forward_rewrites(True)
+    first = fv.gradcam(model, x, 3, "layer.0", relu=False)
+    second = fv.gradcam(model, x, 3, "layer.0", relu=False)
+    assert rewrite_counts[0] == {}
+    # stem conv-BN-ReLU and body conv-BN-ReLU fold and rectify in place; body's last BN feeds an
+    # add, and layer.0 is the captured layer: its output escapes, so it is never rewritten
+    assert rewrite_counts[1] == {"batch_norm": 3, "rectifier": 2}
+    assert_close(first, plain, 1e-6)
+    assert_close(second, plain, 1e-5)
+
+
+class Dynamic(nn.Module):
+    """conv -> BN -> ReLU; `mode` switches on another use of the conv or BN output."""
+
+    def __init__(self):
+        super().__init__()
+        gen = torch.Generator().manual_seed(3)
+        self.conv, self.bn = nn.Conv2d(3, 5, 3, padding=1), nn.BatchNorm2d(5)
+        self.head = nn.Linear(5, 4)
+        with torch.no_grad():
+            self.bn.running_mean.copy_(torch.randn(5, generator=gen) * 0.2)
+            self.bn.running_var.copy_(torch.rand(5, generator=gen) + 0.5)
+            self.bn.weight.copy_(torch.rand(5, generator=gen) + 0.5)
+        self.mode, self.kept = None, None
+        self.eval()
+
+    def forward(self, x):
+        z = self.conv(x)
+        a = self.bn(z)
+        r = F.relu(a)
+        if self.mode == "conv output again":
+            r = r + z
+        elif self.mode == "bn output again":
+            r = r * a.sigmoid()
+        elif self.mode == "caught":
+            try:
+                r = r + z  # the mismatch is raised here, and swallowed by the model
+            except Exception:
+                r = r * 1.0
+        elif self.mode == "stored":
+            self.kept = z
+        out = self.head(r.mean(dim=(2, 3)))
+        return (out, z) if self.mode == "returned" else out
+
+
+def _plain_gradient(model, x, target):
+    leaf = x.clone().requires_grad_()
+    scores = target(model(leaf)) if callable(target) else model(leaf)[:, target]
+    (grad,) = torch.autograd.grad(scores.sum(), leaf)
+    return grad
+
+
+@pytest.mark.parametrize("mode", ["conv output again", "bn output again", "caught", "stored", "returned"])
+def test_a_plan_that_stops_holding_is_found_and_the_call_reruns(mode, rewrite_counts):
+    model = Dynamic()
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(4))
+    target = (lambda out: out[0][:, 1] + 0.1 * out[1].sum(dim=(1, 2, 3))) if mode == "returned" else 1
+    fv.saliency(model, x, 1)  # learns: BN folded into conv, ReLU in place
+    fv.saliency(model, x, 1)
+    assert rewrite_counts[-1] == {"batch_norm": 1, "rectifier": 1}
+    model.mode = mode
+    got = fv.saliency(model, x, target)
+    expected = _plain_gradient(model, x, target)
+    assert_close(got, expected, 1e-5)
+    plan = _rewrites._PLANS[model]
+    assert plan.refused, "the layer whose plan failed is refused from now on"
+    again = fv.saliency(model, x, target)  # no mismatch left: one forward
+    assert_close(again, expected, 1e-5)
+    if mode == "stored":
+        assert torch.allclose(model.kept, model.conv(x), atol=1e-6), "the stored tensor is the convolution's own output"
+
+
+def test_weights_changed_between_calls_are_used():
+    model = ReluOnlyNet()
+    x = torch.randn(2, 3, 10, 10, generator=torch.Generator().manual_seed(2))
+    fv.guided_backprop(model, x, 1)
+    fv.guided_backprop(model, x, 1)
+    with torch.no_grad():
+        model.stem[0].weight.data.mul_(-1.5)  # .data: no version bump for anyone to notice
+        model.stem[1].running_var.data.mul_(3.0)
+        model.body[1].bias.data.add_(0.5)
+    got = fv.guided_backprop(model, x, 1)
+    _rewrites.set_forward_rewrites(False)
+    try:
+        expected = fv.guided_backprop(model, x, 1)
+    finally:
+        _rewrites.set_forward_rewrites(True)
+    assert_close(got, expected, 1e-5)
+
+
+def test_no_rewrites_with_hooks_training_lrp_or_switched_off(rewrite_counts):
+    x = torch.randn(2, 3, 9, 9, generator=torch.Generator().manual_seed(3))
+    model = ReluOnlyNet()
+    handle = model.stem[0].register_forward_hook(lambda *a: None)
+    for _ in range(2):
+        fv.saliency(model, x, 1)
+    handle.remove()
+    fv.lrp(model, x, 1)
+    fv.lrp(model, x, 1)
+    assert rewrite_counts == [], "hooks and LRP: no rewrite state at all"
+    fv.saliency(model, x, 1)
+    previous = _rewrites.set_forward_rewrites(False)
+    assert previous is True
+    fv.saliency(model, x, 1)
+    _rewrites.set_forward_rewrites(True)
+    assert len(rewrite_counts) == 1
+    model.train()
+    with pytest.warns(RuntimeWarning, match="training mode"):
+        fv.saliency(model, x, 1)
+    assert len(rewrite_counts) == 1
+
+
+def test_unit_targets_use_the_plan_but_do_not_teach_it(rewrite_counts):
+    model = FormNet(["F.relu", "nn.ReLU6", "F.relu"], seed=2)
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(6)) * 2
+    unit = ("norms.1", 2)
+    fv.guided_backprop(model, x, unit)
+    assert _rewrites._PLANS[model].rewrites == {}, "a stopped forward leaves consumers unknown"
+    fv.guided_backprop(model, x, 0)  # a full forward teaches
+    first = fv.guided_backprop(model, x, unit)
+    # the captured batch norm's output was planned for an in-place ReLU; reading the capture
+    # mismatches, the call reruns and that batch norm is refused; the conv-BN pairs still fold
+    assert len(_rewrites._PLANS[model].refused) == 1
+    got = fv.guided_backprop(model, x, unit)
+    assert rewrite_counts[-1] == {"batch_norm": 2, "rectifier": 1}
+    assert_close(first, got, 1e-6)
+    _rewrites.set_forward_rewrites(False)
+    try:
+        expected = fv.guided_backprop(model, x, unit)
+    finally:
+        _rewrites.set_forward_rewrites(True)
+    assert_close(got, expected, 1e-5)
+
+
+def test_input_check_rejects_nan_and_inf_but_not_large_finite_values():
+    model = ReluOnlyNet()
+    big = torch.full((1, 3, 6, 6), 3e38)  # its sum overflows to inf: the exact check decides
+    assert torch.isinf(big.sum())
+    assert fv.saliency(model, big, 0).shape == big.shape
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        x = torch.randn(1, 3, 6, 6)
+        x[0, 1, 2, 3] = bad
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            fv.saliency(model, x, 0)
+
+
+def test_forms_list_covers_the_out_of_place_forms():
+    assert set(OUT_OF_PLACE) <= set(FORMS)

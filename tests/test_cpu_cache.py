@@ -1,0 +1,103 @@
+"""The caching CPU allocator attributions install (featvis_fast._cpu_cache): blocks are reused
+within and across calls, the previous allocator comes back, unused blocks are released, and
+values are never carried over where torch promises zeros."""
+import pytest
+import torch
+
+from featvis_fast import _cpu_cache
+from featvis_fast._extensions import ExtensionUnavailable, load_cpu
+
+
+@pytest.fixture(autouse=True)
+def extension():
+    try:
+        load_cpu()
+    except ExtensionUnavailable as exc:
+        pytest.skip(f"no C++ extension here: {exc}")
+    _cpu_cache.empty_cpu_cache()
+    yield
+    _cpu_cache.empty_cpu_cache()
+
+
+BIG = (3, 1000, 1001)  # 12 MB, well above the 256 KiB the cache starts at
+
+
+def test_freed_blocks_are_reused_within_and_across_calls():
+    with _cpu_cache.cached_cpu_memory():
+        a = torch.empty(BIG)
+        first = a.data_ptr()
+        del a
+        before = _cpu_cache.cpu_cache_stats()
+        b = torch.empty(BIG)
+        assert b.data_ptr() == first
+        assert _cpu_cache.cpu_cache_stats()["hits"] == before["hits"] + 1
+        del b
+        smaller = torch.empty(BIG[0], BIG[1], 700)  # more than half the block: best fit reuses it
+        assert smaller.data_ptr() == first
+        del smaller
+        tiny_share = torch.empty(BIG[0], BIG[1], 400)  # under half: a block of its own
+        assert tiny_share.data_ptr() != first
+        del tiny_share
+    assert _cpu_cache.cpu_cache_stats()["cached_bytes"] >= 4 * 3 * 1000 * (1001 + 400)
+    with _cpu_cache.cached_cpu_memory():
+        c = torch.empty(BIG)
+        assert c.data_ptr() == first, "the next call reuses the previous call's block"
+
+
+def test_the_previous_allocator_comes_back_and_unused_blocks_are_released():
+    with _cpu_cache.cached_cpu_memory():
+        with _cpu_cache.cached_cpu_memory():  # nested: still installed after the inner exit
+            pass
+        a = torch.empty(BIG)
+        first = a.data_ptr()
+        del a
+    cached = _cpu_cache.cpu_cache_stats()["cached_bytes"]
+    assert cached > 0
+    stats = _cpu_cache.cpu_cache_stats()
+    outside = torch.empty(BIG)  # the default allocator again: not counted, not cached
+    assert _cpu_cache.cpu_cache_stats()["hits"] == stats["hits"]
+    assert _cpu_cache.cpu_cache_stats()["misses"] == stats["misses"]
+    del outside
+    with _cpu_cache.cached_cpu_memory():
+        tiny = torch.empty(10)  # below the threshold: never cached
+        del tiny
+    assert _cpu_cache.cpu_cache_stats()["cached_bytes"] == 0, "a block the call did not reuse is released"
+    assert first != 0
+
+
+def test_blocks_freed_outside_go_back_to_the_system():
+    with _cpu_cache.cached_cpu_memory():
+        kept = torch.ones(BIG)
+    cached = _cpu_cache.cpu_cache_stats()["cached_bytes"]
+    del kept
+    assert _cpu_cache.cpu_cache_stats()["cached_bytes"] == cached
+
+
+def test_zeros_and_values_are_right_in_reused_blocks():
+    with _cpu_cache.cached_cpu_memory():
+        junk = torch.full(BIG, 7.0)
+        del junk
+        z = torch.zeros(BIG)
+        assert int(torch.count_nonzero(z)) == 0
+        x = torch.randn(BIG)
+        y = x * 2
+        assert torch.equal(y / 2, x)
+
+
+def test_switched_off_by_environment(monkeypatch):
+    monkeypatch.setenv("FEATVIS_CPU_CACHE", "0")
+    stats = _cpu_cache.cpu_cache_stats()
+    assert stats == {"cached_bytes": 0, "hits": 0, "misses": 0}
+    with _cpu_cache.cached_cpu_memory():
+        a = torch.empty(BIG)
+        del a
+    monkeypatch.delenv("FEATVIS_CPU_CACHE")
+    assert _cpu_cache.cpu_cache_stats()["cached_bytes"] == 0
+
+
+def test_other_devices_are_left_alone():
+    stats = _cpu_cache.cpu_cache_stats()
+    with _cpu_cache.cached_cpu_memory("meta"):
+        a = torch.empty(BIG)
+        del a
+    assert _cpu_cache.cpu_cache_stats()["misses"] == stats["misses"]
