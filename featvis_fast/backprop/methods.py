@@ -37,7 +37,8 @@ def _check_inputs(model, x: torch.Tensor) -> None:
         raise ValueError(f"x must be a non-empty batch (B, ...), got shape {tuple(x.shape)}")
     # a finite sum proves every element finite in one cheap pass (15x faster than isfinite().all());
     # only a non-finite sum (or an overflowing one) needs the elementwise check
-    if not bool(torch.isfinite(x.detach().sum())) and not bool(torch.isfinite(x).all()):
+    if not bool(torch.isfinite(x.detach().sum(dtype=torch.float32 if x.element_size() < 4 else None))) \
+            and not bool(torch.isfinite(x).all()):
         raise ValueError("x contains NaN or infinite values")
     if model.training:
         warnings.warn("the model is in training mode: batch norm uses batch statistics and updates its running "
