@@ -4,8 +4,11 @@
 // unmaps it on free, so each large activation is page-faulted and zeroed afresh on every call:
 // a third of a ResNet-18 Grad-CAM call on 2 cores. While installed, this allocator keeps freed
 // blocks of 256 KiB and more and hands them out again for requests of the same or up to half
-// the size (best fit), like PyTorch's CUDA caching allocator. Blocks freed while it is not installed go back
-// to the system; at the end of a call the blocks that call did not reuse are released.
+// the size (best fit), like PyTorch's CUDA caching allocator. On a miss, while more is cached
+// than is in use, cached blocks smaller than the request go back to the system (a forward
+// whose tensors keep growing would otherwise keep them all). Blocks freed while it is not
+// installed go back to the system; at the end of a call the blocks that call did not reuse
+// are released.
 // Every block keeps this allocator's deleter, so blocks freed later (after the previous
 // allocator is restored) still come back here; the state is never destroyed for that reason.
 #include "cpu_cache.h"
@@ -34,10 +37,17 @@ class CachingCPUAllocator final : public c10::Allocator {
   c10::DataPtr allocate(size_t nbytes) override {
     if (nbytes < kMinBytes) {
       void* p = c10::alloc_cpu(nbytes);
+      {
+        // a large block of ours freed through another allocator's raw deleter leaves a stale
+        // entry; glibc may hand its address out again as this small block
+        std::lock_guard<std::mutex> lock(mutex_);
+        forget_stale(p);
+      }
       return {p, p, &free_small, c10::Device(c10::DeviceType::CPU)};
     }
     const size_t bytes = (nbytes + kPage - 1) / kPage * kPage;
     void* p = nullptr;
+    std::vector<void*> release;
     {
       std::lock_guard<std::mutex> lock(mutex_);
       // best fit among the cached blocks of bytes .. 2 * bytes
@@ -47,15 +57,22 @@ class CachingCPUAllocator final : public c10::Allocator {
         it->second.pop_back();
         cached_bytes_ -= it->first;
         live_[p] = Block{it->first, generation_};
+        live_bytes_ += it->first;
         ++hits_;
         break;
       }
-      if (p == nullptr) ++misses_;
+      if (p == nullptr) {
+        ++misses_;
+        release_smaller(bytes, release);
+      }
     }
+    for (void* q : release) c10::free_cpu(q);
     if (p == nullptr) {
       p = c10::alloc_cpu(bytes);
       std::lock_guard<std::mutex> lock(mutex_);
+      forget_stale(p);
       live_[p] = Block{bytes, generation_};
+      live_bytes_ += bytes;
     }
     return {p, p, &free_large, c10::Device(c10::DeviceType::CPU)};
   }
@@ -140,6 +157,30 @@ class CachingCPUAllocator final : public c10::Allocator {
 
   static void free_large(void* p) { instance().release(p); }  // also takes small blocks (not in live_)
 
+  void forget_stale(void* p) {
+    auto it = live_.find(p);
+    if (it == live_.end()) return;
+    live_bytes_ -= it->second.bytes;
+    live_.erase(it);
+  }
+
+  // On a miss, while more is cached than is in use, give back cached blocks too small to serve
+  // this request (smallest first): a forward whose tensors keep growing (DenseNet's
+  // concatenations) would otherwise keep every smaller one until the call ends.
+  void release_smaller(size_t bytes, std::vector<void*>& release) {
+    for (auto it = free_.begin(); it != free_.end() && it->first < bytes &&
+                                  cached_bytes_ > live_bytes_;
+         ++it) {
+      while (!it->second.empty() && cached_bytes_ > live_bytes_) {
+        void* q = it->second.back();
+        it->second.pop_back();
+        generation_of_.erase(q);
+        cached_bytes_ -= it->first;
+        release.push_back(q);
+      }
+    }
+  }
+
   void release(void* p) {
     {
       std::lock_guard<std::mutex> lock(mutex_);
@@ -147,6 +188,7 @@ class CachingCPUAllocator final : public c10::Allocator {
       if (it != live_.end()) {
         const Block block = it->second;
         live_.erase(it);
+        live_bytes_ -= block.bytes;
         if (depth_ > 0) {
           free_[block.bytes].push_back(p);
           generation_of_[p] = block.generation;
@@ -163,6 +205,7 @@ class CachingCPUAllocator final : public c10::Allocator {
   int depth_ = 0;
   uint64_t generation_ = 0;
   size_t cached_bytes_ = 0;
+  size_t live_bytes_ = 0;  // bytes of the large blocks handed out and not yet freed
   int64_t hits_ = 0, misses_ = 0;
   std::unordered_map<void*, Block> live_;
   std::map<size_t, std::vector<void*>> free_;  // by block size, for best fit

@@ -211,3 +211,160 @@ def test_input_check_rejects_nan_and_inf_but_not_large_finite_values():
 
 def test_forms_list_covers_the_out_of_place_forms():
     assert set(OUT_OF_PLACE) <= set(FORMS)
+
+
+# Models from a review of the rewrites: each once gave a later call a different result than
+# rewrites switched off (or crashed). Every call must equal the rewrites-off result.
+class _GateRelu(nn.Module):  # conv -> ReLU under no_grad: a stop-gradient gate
+    def __init__(self, bn=False):
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4) if bn else None
+        self.fc = nn.Linear(4 * 8 * 8, 5)
+
+    def forward(self, x):
+        y = self.c1(x)
+        with torch.no_grad():
+            gate = self.bn(y) if self.bn is not None else F.relu(y)
+        return self.fc((self.c2(x) * gate).flatten(1))
+
+
+class _CatKeyword(nn.Module):  # the conv output reaches torch.cat through a keyword list
+    def __init__(self):
+        super().__init__()
+        self.c, self.bn, self.fc = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Linear(8, 5)
+
+    def forward(self, x):
+        y = self.c(x)
+        r = F.relu(self.bn(y))
+        return self.fc(torch.cat(tensors=[r, y], dim=1).mean(dim=(2, 3)))
+
+
+class _PerSample(nn.Module):  # unbatched conv outputs are views: folding them would apply BN twice
+    def __init__(self):
+        super().__init__()
+        self.c, self.bn, self.fc = nn.Conv1d(3, 6, 3), nn.BatchNorm1d(6), nn.Linear(6, 5)
+
+    def forward(self, x):
+        x = x.flatten(2)[..., :8]
+        return self.fc(torch.stack([self.bn(self.c(xi)) for xi in x]).mean(dim=2))
+
+
+class _ClampOut(nn.Module):  # clamp(out=...) under no_grad is no in-place rectifier of its input
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2, self.fc = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(3, 4, 3, padding=1), nn.Linear(4, 5)
+
+    def forward(self, x):
+        y = self.c1(x)
+        buf = torch.empty_like(y)
+        with torch.no_grad():
+            torch.clamp(y, min=0, out=buf)
+        return self.fc((self.c2(x) * buf).mean(dim=(2, 3)))
+
+
+class _StatsChanged(nn.Module):  # the BN's statistics change between its conv and its call
+    def __init__(self):
+        super().__init__()
+        self.c, self.bn, self.fc = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Linear(4, 5)
+
+    def forward(self, x):
+        y = self.c(x)
+        with torch.no_grad():
+            self.bn.running_mean.fill_(float(x.mean()))  # set from this input: the fold saw the last one's
+        return self.fc(F.relu(self.bn(y)).mean(dim=(2, 3)))
+
+
+class _Reraise(nn.Module):  # the model turns any error of a branch into its own
+    def __init__(self):
+        super().__init__()
+        self.c, self.bn, self.fc = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Linear(4, 5)
+        self.extra = False
+
+    def forward(self, x):
+        y = self.c(x)
+        r = F.relu(self.bn(y))
+        if self.extra:
+            try:
+                r = r + y
+            except Exception as exc:
+                raise RuntimeError("extra branch failed") from exc
+        return self.fc(r.mean(dim=(2, 3)))
+
+
+class _RandomBranch(nn.Module):  # a random draw decides whether the conv output is used again
+    def __init__(self):
+        super().__init__()
+        self.c, self.bn, self.fc = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Linear(4, 5)
+
+    def forward(self, x):
+        y = self.c(x)
+        r = F.relu(self.bn(y))
+        if float(torch.rand(())) > 0.5:
+            r = r + y
+        return self.fc(r.mean(dim=(2, 3)))
+
+
+def _calibrated(model):
+    gen = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.3)
+                m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+    return model.eval()
+
+
+@pytest.mark.parametrize("make", [lambda: _GateRelu(), lambda: _GateRelu(bn=True), _CatKeyword, _PerSample,
+                                  _ClampOut, _StatsChanged],
+                         ids=["no_grad relu", "no_grad bn", "cat keyword", "unbatched", "clamp out", "stats"])
+def test_reviewed_models_equal_rewrites_off_in_every_call(make):
+    gen = torch.Generator().manual_seed(8)
+    xs = [torch.randn(2, 3, 8, 8, generator=gen) * (1 + 0.2 * k) for k in range(3)]
+    for method in METHODS.values():
+        torch.manual_seed(0)
+        model = _calibrated(make())
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        _rewrites.set_forward_rewrites(False)
+        try:
+            expected = [method(model, x, 1) for x in xs]
+        finally:
+            _rewrites.set_forward_rewrites(True)
+        model.load_state_dict(state)
+        got = [method(model, x, 1) for x in xs]
+        for g, e in zip(got, expected):
+            assert_close(g, e, 1e-6)
+
+
+def test_a_mismatch_reraised_as_another_error_still_reruns():
+    torch.manual_seed(0)
+    model = _calibrated(_Reraise())
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(9))
+    fv.saliency(model, x, 1)
+    fv.saliency(model, x, 1)
+    model.extra = True
+    got = fv.saliency(model, x, 1)
+    _rewrites.set_forward_rewrites(False)
+    try:
+        expected = fv.saliency(model, x, 1)
+    finally:
+        _rewrites.set_forward_rewrites(True)
+    assert_close(got, expected, 1e-6)
+    assert fv.saliency(model, x, 1).shape == x.shape, "no lasting failure"
+
+
+def test_the_rerun_draws_the_same_random_numbers():
+    torch.manual_seed(0)
+    model = _calibrated(_RandomBranch())
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(10))
+    for seed in range(6):  # some seeds take the branch in the first attempt, some not
+        torch.manual_seed(seed)
+        got = fv.saliency(model, x, 1)
+        _rewrites.set_forward_rewrites(False)
+        try:
+            torch.manual_seed(seed)
+            expected = fv.saliency(model, x, 1)
+        finally:
+            _rewrites.set_forward_rewrites(True)
+        assert_close(got, expected, 1e-6)

@@ -101,3 +101,19 @@ def test_other_devices_are_left_alone():
         a = torch.empty(BIG)
         del a
     assert _cpu_cache.cpu_cache_stats()["misses"] == stats["misses"]
+
+
+def test_growing_temporaries_do_not_pile_up():
+    """A forward whose temporaries keep growing (DenseNet's concatenations) must not keep every
+    smaller one: on a miss, blocks too small to serve it go back while more is cached than used."""
+    step = 300_000  # floats: 1.2 MB
+    with _cpu_cache.cached_cpu_memory():
+        kept = torch.empty(4 * step)
+        for k in range(1, 30):
+            t = torch.empty(k * step)
+            del t
+        cached = _cpu_cache.cpu_cache_stats()["cached_bytes"]
+        del kept
+    largest = 29 * step * 4
+    assert cached <= 4 * step * 4 + 2 * largest, f"{cached / 2**20:.1f} MiB cached"
+    assert cached < sum(k * step * 4 for k in range(1, 30)) / 4

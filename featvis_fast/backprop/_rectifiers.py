@@ -102,7 +102,7 @@ if hasattr(torch._C._nn, "relu6"):
 
 def parse(func, args, kwargs) -> RectifierCall | None:
     parser = PARSERS.get(func)
-    if parser is None:
+    if parser is None or kwargs.get("out") is not None:  # out= writes elsewhere: torch runs it as usual
         return None
     try:
         call = parser(args, kwargs)

@@ -18,9 +18,13 @@ earlier calls on the same model taught:
 - rewriting: a planned layer returns a stand-in, an alias of its (possibly folded) output. The
   planned consumer, given the stand-in, works on the real output (the batch norm returns it, the
   rectifier writes into it). Any other use of the stand-in (any torch function but shape
-  queries, a second consumer), or a stand-in still alive after the forward, raises
-  RewriteMismatch; the caller refuses that layer and runs the call again without rewrites.
-  A plan can be wrong; a result cannot.
+  queries, a second consumer, a consumer under another grad or inference mode, batch-norm
+  tensors changed since the fold), or a stand-in still alive after the forward, raises
+  RewriteMismatch; the caller refuses that layer and runs the call again without rewrites,
+  with torch's RNG state restored (a model's other side effects happen twice then). A
+  mismatch that reaches the caller as another exception is still recognized. A plan can be
+  wrong; a result cannot.
+Only plain batched outputs get stand-ins; views (unbatched convolutions) are never rewritten.
 Fused weights are computed afresh in every call, so weights changed in any way are used.
 Not seen: a C++ function called directly (not a torch function or torch.library op) reading a
 layer output that also feeds a batch norm or rectifier; `set_forward_rewrites(False)` is for
@@ -34,6 +38,7 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+from torch.utils._pytree import tree_leaves
 
 from . import _rectifiers
 from ._lean import batch_norm_affine
@@ -41,6 +46,7 @@ from ._lean import batch_norm_affine
 CONVOLUTIONS = frozenset({F.conv1d, F.conv2d, F.conv3d})
 RECTIFIER = "rectifier"
 _IN_PLACE = "in place"
+_REFUSED = "refused"  # a watched output that can never be rewritten (a view, an unbatched output)
 _T = torch.Tensor
 _SHAPE_METHODS = frozenset({_T.dim, _T.size, _T.stride, _T.is_contiguous, _T.numel, _T.nelement,
                             _T.element_size, _T.__len__, _T.is_floating_point, _T.is_complex, _T.get_device})
@@ -92,6 +98,11 @@ class _BatchNorm:
     def tensors(self):
         return tuple(None if r is None else r() for r in self.refs)
 
+    def versions(self) -> tuple:
+        """The tensors' version counters: an in-place change between the folded convolution and
+        the batch norm call shows as a mismatch."""
+        return tuple(None if t is None else t._version for t in self.tensors())
+
 
 class Plan:
     """What calls on one model taught: layer key -> its output's one consumer (a _BatchNorm or RECTIFIER)."""
@@ -134,25 +145,48 @@ def run(model: torch.nn.Module, attribution, *, allowed: bool = True):
     rewrites = start(model) if allowed else None
     if rewrites is None:
         return attribution(None)
+    rng = _rng_state()
     try:
         return attribution(rewrites)
-    except RewriteMismatch as exc:
-        rewrites.plan.refuse(exc.key)
+    except Exception as exc:
+        # a mismatch may reach here as another exception (re-raised by the model, or through
+        # TorchScript / pybind): the state says whether one happened
+        key = exc.key if isinstance(exc, RewriteMismatch) else rewrites.mismatch
+        if key is None:
+            raise
+        rewrites.plan.refuse(key)
+    _set_rng_state(rng)  # the rerun draws the same random numbers the first attempt did
     return attribution(start(model, rewrite=False))
 
 
+def _rng_state():
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    return torch.get_rng_state(), cuda
+
+
+def _set_rng_state(state) -> None:
+    cpu, cuda = state
+    torch.set_rng_state(cpu)
+    if cuda is not None:
+        torch.cuda.set_rng_state_all(cuda)
+
+
 def _tensors(args, kwargs):
-    """(is the input position, tensor) for each tensor among the arguments."""
+    """(is the input position, tensor) for each tensor among the arguments, however nested."""
     for i, a in enumerate(args):
         if isinstance(a, torch.Tensor):
             yield i == 0, a
-        elif isinstance(a, (list, tuple)):
-            for b in a:
+        elif isinstance(a, (list, tuple, dict)):
+            for b in tree_leaves(a):
                 if isinstance(b, torch.Tensor):
                     yield False, b
     for k, v in kwargs.items():
         if isinstance(v, torch.Tensor):
             yield k == "input", v
+        elif isinstance(v, (list, tuple, dict)):
+            for b in tree_leaves(v):
+                if isinstance(b, torch.Tensor):
+                    yield False, b
 
 
 def _only_shape(func) -> bool:
@@ -179,11 +213,21 @@ def _with_input(args, kwargs, x):
     return args, {**kwargs, "input": x}
 
 
-class _Entry:
-    __slots__ = ("ref", "key", "rewrite", "consumers")
+def _grad_modes() -> tuple[bool, bool]:
+    return torch.is_grad_enabled(), torch.is_inference_mode_enabled()
 
-    def __init__(self, tensor, key, rewrite) -> None:
+
+class _Entry:
+    """A watched output, or a stand-in: the tensor (weakly), its layer, the planned consumer, the
+    grad modes it was made under, and (stand-ins) the real output and the BN tensors' versions."""
+
+    __slots__ = ("ref", "key", "rewrite", "consumers", "modes", "base", "versions")
+
+    def __init__(self, tensor, key, rewrite, base=None, versions=None) -> None:
         self.ref, self.key, self.rewrite, self.consumers = weakref.ref(tensor), key, rewrite, []
+        # base: the real output, held until its consumer takes it (a view does not keep its base's
+        # Python object in inference mode)
+        self.modes, self.base, self.versions = _grad_modes(), base, versions
 
 
 class ForwardRewrites:
@@ -209,21 +253,25 @@ class ForwardRewrites:
             for at_input, t in _tensors(args, kwargs):
                 entry = self._standins.get(id(t))
                 if entry is not None and entry.ref() is t:
-                    if entry.consumers or not at_input:
+                    base = entry.base
+                    if entry.consumers or not at_input or entry.modes != _grad_modes() or base is None:
                         self._mismatch(entry.key)
                     if isinstance(entry.rewrite, _BatchNorm) and func is F.batch_norm \
-                            and entry.rewrite.same(_BatchNorm.of(args, kwargs)):
-                        result = t._base
+                            and entry.rewrite.same(_BatchNorm.of(args, kwargs)) \
+                            and entry.versions == entry.rewrite.versions():
+                        result = base
                     elif entry.rewrite is RECTIFIER and _rectifiers.parse(func, args, kwargs) is not None:
-                        args, kwargs = _with_input(args, kwargs, t._base)
+                        args, kwargs = _with_input(args, kwargs, base)
                         inplace = True
                     else:
                         self._mismatch(entry.key)
+                    entry.base = None
                     entry.consumers.append(func)
                     continue
                 watched = self._watched.get(id(t))
                 if watched is not None and watched.ref() is t:
-                    consumer = _consumer(func, args, kwargs) if at_input else None
+                    same_modes = watched.modes == _grad_modes()
+                    consumer = _consumer(func, args, kwargs) if at_input and same_modes else None
                     watched.consumers.append(consumer)
                     if consumer is _IN_PLACE:
                         del self._watched[id(t)]
@@ -240,13 +288,17 @@ class ForwardRewrites:
         """The call's output, or a stand-in for it where its consumer is planned; watched otherwise."""
         if note is None or note.key is None or not isinstance(out, torch.Tensor):
             return out
-        if note.rewrite is None or out._base is not None:
-            entry = _Entry(out, note.key, None)
+        plain = out._base is None and out.dim() >= 3  # a batched output of its own, not a view
+        if note.rewrite is None or not plain:
+            if isinstance(note.rewrite, _BatchNorm):  # already folded: it cannot go on unnoticed
+                self._mismatch(note.key)
+            entry = _Entry(out, note.key, None if plain else _REFUSED)
             self._watched[id(out)] = entry
             self._all_watched.append(entry)
             return out
         standin = out.view_as(out)
-        self._standins[id(standin)] = _Entry(standin, note.key, note.rewrite)
+        versions = note.rewrite.versions() if isinstance(note.rewrite, _BatchNorm) else None
+        self._standins[id(standin)] = _Entry(standin, note.key, note.rewrite, base=out, versions=versions)
         self.rewritten["batch_norm" if isinstance(note.rewrite, _BatchNorm) else RECTIFIER] += 1
         return standin
 
@@ -302,7 +354,8 @@ class ForwardRewrites:
             if key in plan.refused:
                 continue
             one = consumers[0] if len(consumers) == 1 else None
-            legal = one is RECTIFIER or (isinstance(one, _BatchNorm) and key[0] == "conv")
+            legal = entry.rewrite is not _REFUSED and (one is RECTIFIER or (isinstance(one, _BatchNorm)
+                                                                              and key[0] == "conv"))
             if entry.ref() is not None or not legal:
                 plan.refuse(key)
                 continue
