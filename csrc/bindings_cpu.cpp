@@ -2,11 +2,12 @@
 #include <torch/extension.h>
 
 #include "cpu_cache.h"
+#include "perturbation_cpu.h"
 #include "rectifier_cpu.h"
 #include "similarity_cpu.h"
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "featvis-fast CPU kernels: pixel similarity, LUT colorization, rectifier rules";
+  m.doc() = "featvis-fast CPU kernels: pixel similarity, LUT colorization, rectifier rules, perturbations";
   m.def("pixel_similarity", &featvis::cpu::pixel_similarity,
         "pixel_similarity(features (C,N) f32/f16/bf16/int8, queries (Q,C) same dtype, "
         "metric 0=inner 1=angular 2=euclidean, scales (N,) f32 or None, "
@@ -33,6 +34,28 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "rectify_backward(grad, packed int32, rule 0=backprop 1=deconvnet 2=guided, slope, dx_out like grad) "
         "-> None. dx = g * (f(m) * d(g)), f(m) = m ? 1 : slope, d(g) = g > 0 ? 1 : slope.",
         py::arg("grad"), py::arg("packed"), py::arg("rule"), py::arg("slope"), py::arg("dx_out"),
+        py::call_guard<py::gil_scoped_release>());
+  m.def("occlude", &featvis::cpu::occlude,
+        "occlude(x, fill contiguous (B,C,H,W) or (B,H,W,C) when nhwc, f32/f16/bf16; src (N,) int32; boxes (N,6) "
+        "int32 (y0,y1,x0,x1,c0,c1) half-open; nhwc; out (N, ...x's trailing dims) like x) -> None. "
+        "out[n] = x[src[n]], fill[src[n]] inside boxes[n].",
+        py::arg("x"), py::arg("fill"), py::arg("src"), py::arg("boxes"), py::arg("nhwc"), py::arg("out"),
+        py::call_guard<py::gil_scoped_release>());
+  m.def("box_accumulate", &featvis::cpu::box_accumulate,
+        "box_accumulate(values (N,) f32, src (N,) int32, boxes (N,6) int32, sums (B,P,H,W) f32, counts like sums) "
+        "-> None. Zeroes sums/counts, then adds values[n] / 1 over planes [c0,c1) x rows [y0,y1) x cols [x0,x1) "
+        "of image src[n], in fp32 in order n (deterministic).",
+        py::arg("values"), py::arg("src"), py::arg("boxes"), py::arg("sums"), py::arg("counts"),
+        py::call_guard<py::gil_scoped_release>());
+  m.def("rise_masks", &featvis::cpu::rise_masks,
+        "rise_masks(grid (N,sh,sw) f32, shifts (N,2) int32 (dy,dx), up_h, up_w, masks (N,H,W) f32) -> None. "
+        "masks[n] = grid[n] upsampled bilinearly to (up_h, up_w) (align_corners=False), cropped at shifts[n].",
+        py::arg("grid"), py::arg("shifts"), py::arg("up_h"), py::arg("up_w"), py::arg("masks"),
+        py::call_guard<py::gil_scoped_release>());
+  m.def("apply_masks", &featvis::cpu::apply_masks,
+        "apply_masks(x, fill (layouts as in occlude), masks (N,H,W) f32, src (N,) int32, nhwc, out like occlude's) "
+        "-> None. out[n] = x[src[n]] * m + fill[src[n]] * (1 - m) in fp32, rounded once.",
+        py::arg("x"), py::arg("fill"), py::arg("masks"), py::arg("src"), py::arg("nhwc"), py::arg("out"),
         py::call_guard<py::gil_scoped_release>());
   m.def("cache_begin", &featvis::cpu::cache_begin,
         "cache_begin() -> bool: install the caching CPU allocator (nested calls count); False when "

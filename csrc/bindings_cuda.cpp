@@ -1,6 +1,6 @@
 // Torch glue for the CUDA backend: argument checks, device guard and current stream, then the
 // torch-free C ABIs of similarity_cuda.h (similarity_cuda.cu, similarity_int8_cuda.cu, colorize_cuda.cu)
-// and rectifier_cuda.h (rectifier_cuda.cu).
+// rectifier_cuda.h (rectifier_cuda.cu) and perturbation_cuda.h (perturbation_cuda.cu).
 // Built JIT as `featvis_cuda`.
 #include <torch/extension.h>
 
@@ -11,6 +11,7 @@
 #include <limits>
 #include <optional>
 
+#include "perturbation_cuda.h"
 #include "rectifier_cuda.h"
 #include "similarity_cuda.h"
 
@@ -166,6 +167,112 @@ void rectify_backward(const at::Tensor& grad, const at::Tensor& packed, int64_t 
   TORCH_CHECK(err == 0, "featvis_cuda: rectify_backward failed: ", featvis_cuda_error_string(err));
 }
 
+// Shared checks of the perturbation image ops: x, fill contiguous (B, C, H, W) in memory order
+// ((B, H, W, C) when nhwc), same float dtype; src (N,) int32; out (N, trailing dims of x) of x's dtype.
+// Returns the dtype code; sets C, H, W. src values (and boxes) are validated by the op layer.
+int check_images(const at::Tensor& x, const at::Tensor& fill, const at::Tensor& src, bool nhwc, const at::Tensor& out,
+                 int64_t& C, int64_t& H, int64_t& W) {
+  const at::Device device = x.device();
+  check_tensor(x, "x", device);
+  check_tensor(fill, "fill", device);
+  check_tensor(src, "src", device);
+  check_tensor(out, "out", device);
+  TORCH_CHECK(x.dim() == 4, "featvis_cuda: x must be 4-D, got ", x.sizes());
+  const auto s = x.scalar_type();
+  TORCH_CHECK(s == at::kFloat || s == at::kHalf || s == at::kBFloat16,
+              "featvis_cuda: x must be float32, float16 or bfloat16, got ", s);
+  check_shape(fill, "fill", s, x.sizes());
+  TORCH_CHECK(src.dim() == 1, "featvis_cuda: src must be 1-D, got ", src.sizes());
+  check_shape(src, "src", at::kInt, {src.size(0)});
+  const int64_t N = src.size(0);
+  check_shape(out, "out", s, {N, x.size(1), x.size(2), x.size(3)});
+  C = nhwc ? x.size(3) : x.size(1);
+  H = nhwc ? x.size(1) : x.size(2);
+  W = nhwc ? x.size(2) : x.size(3);
+  return dtype_code(s);
+}
+
+void check_boxes(const at::Tensor& boxes, int64_t n, const at::Device& device) {
+  check_tensor(boxes, "boxes", device);
+  check_shape(boxes, "boxes", at::kInt, {n, 6});
+}
+
+void occlude(const at::Tensor& x, const at::Tensor& fill, const at::Tensor& src, const at::Tensor& boxes, bool nhwc,
+             const at::Tensor& out) {
+  int64_t C = 0, H = 0, W = 0;
+  const int dtype = check_images(x, fill, src, nhwc, out, C, H, W);
+  const int64_t N = src.size(0);
+  check_boxes(boxes, N, x.device());
+  const c10::cuda::CUDAGuard guard(x.device());
+  const int err = featvis_occlude_cuda(x.data_ptr(), fill.data_ptr(), src.data_ptr<int32_t>(),
+                                       boxes.data_ptr<int32_t>(), N, C, H, W, nhwc ? 1 : 0, dtype, out.data_ptr(),
+                                       current_stream());
+  TORCH_CHECK(err == 0, "featvis_cuda: occlude failed: ", featvis_cuda_error_string(err));
+}
+
+void box_accumulate(const at::Tensor& values, const at::Tensor& src, const at::Tensor& boxes, const at::Tensor& sums,
+                    const at::Tensor& counts) {
+  const at::Device device = values.device();
+  check_tensor(values, "values", device);
+  check_tensor(src, "src", device);
+  check_tensor(sums, "sums", device);
+  check_tensor(counts, "counts", device);
+  TORCH_CHECK(values.dim() == 1, "featvis_cuda: values must be 1-D, got ", values.sizes());
+  const int64_t N = values.size(0);
+  check_shape(values, "values", at::kFloat, {N});
+  check_shape(src, "src", at::kInt, {N});
+  check_boxes(boxes, N, device);
+  TORCH_CHECK(sums.dim() == 4, "featvis_cuda: sums must be (B, P, H, W), got ", sums.sizes());
+  check_shape(sums, "sums", at::kFloat, sums.sizes());
+  check_shape(counts, "counts", at::kFloat, sums.sizes());
+  for (int d = 0; d < 4; ++d)
+    TORCH_CHECK(sums.size(d) <= kInt32Max, "featvis_cuda: sums dimensions must be < 2^31, got ", sums.sizes());
+  const c10::cuda::CUDAGuard guard(device);
+  const int err = featvis_box_accumulate_cuda(values.data_ptr<float>(), src.data_ptr<int32_t>(),
+                                              boxes.data_ptr<int32_t>(), N, sums.size(0), sums.size(1), sums.size(2),
+                                              sums.size(3), sums.data_ptr<float>(), counts.data_ptr<float>(),
+                                              current_stream());
+  TORCH_CHECK(err == 0, "featvis_cuda: box_accumulate failed: ", featvis_cuda_error_string(err));
+}
+
+void rise_masks(const at::Tensor& grid, const at::Tensor& shifts, int64_t up_h, int64_t up_w, const at::Tensor& masks) {
+  const at::Device device = grid.device();
+  check_tensor(grid, "grid", device);
+  check_tensor(shifts, "shifts", device);
+  check_tensor(masks, "masks", device);
+  TORCH_CHECK(grid.dim() == 3, "featvis_cuda: grid must be (N, s_h, s_w), got ", grid.sizes());
+  const int64_t N = grid.size(0), grid_h = grid.size(1), grid_w = grid.size(2);
+  check_shape(grid, "grid", at::kFloat, grid.sizes());
+  check_shape(shifts, "shifts", at::kInt, {N, 2});
+  TORCH_CHECK(masks.dim() == 3 && masks.size(0) == N, "featvis_cuda: masks must be (", N, ", H, W), got ",
+              masks.sizes());
+  check_shape(masks, "masks", at::kFloat, masks.sizes());
+  const int64_t H = masks.size(1), W = masks.size(2);
+  constexpr int64_t kMaxUp = int64_t(1) << 24;
+  TORCH_CHECK(grid_h >= 1 && grid_w >= 1, "featvis_cuda: grid cells must be at least 1 x 1, got ", grid.sizes());
+  TORCH_CHECK(up_h >= H && up_w >= W && up_h <= kMaxUp && up_w <= kMaxUp && grid_h <= kMaxUp && grid_w <= kMaxUp,
+              "featvis_cuda: upsampled size (", up_h, ", ", up_w, ") must cover the masks (", H, ", ", W,
+              ") and stay below 2^24");
+  const c10::cuda::CUDAGuard guard(device);
+  const int err = featvis_rise_masks_cuda(grid.data_ptr<float>(), shifts.data_ptr<int32_t>(), N, grid_h, grid_w, up_h,
+                                          up_w, H, W, masks.data_ptr<float>(), current_stream());
+  TORCH_CHECK(err == 0, "featvis_cuda: rise_masks failed: ", featvis_cuda_error_string(err));
+}
+
+void apply_masks(const at::Tensor& x, const at::Tensor& fill, const at::Tensor& masks, const at::Tensor& src, bool nhwc,
+                 const at::Tensor& out) {
+  int64_t C = 0, H = 0, W = 0;
+  const int dtype = check_images(x, fill, src, nhwc, out, C, H, W);
+  const int64_t N = src.size(0);
+  check_tensor(masks, "masks", x.device());
+  check_shape(masks, "masks", at::kFloat, {N, H, W});
+  const c10::cuda::CUDAGuard guard(x.device());
+  const int err = featvis_apply_masks_cuda(x.data_ptr(), fill.data_ptr(), masks.data_ptr<float>(),
+                                           src.data_ptr<int32_t>(), N, C, H, W, nhwc ? 1 : 0, dtype, out.data_ptr(),
+                                           current_stream());
+  TORCH_CHECK(err == 0, "featvis_cuda: apply_masks failed: ", featvis_cuda_error_string(err));
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("pixel_similarity", &pixel_similarity,
         "sim_out[q, n] = metric(features[:, n], queries[q]) (int8: exact int32 sum * scales[n] * query_scales[q]); "
@@ -178,4 +285,16 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("lo"), py::arg("hi"), py::arg("slope"), py::arg("y_out"), py::arg("packed_out"));
   m.def("rectify_backward", &rectify_backward, "dx = g * (f(m) * d(g)) from the packed mask", py::arg("grad"),
         py::arg("packed"), py::arg("rule"), py::arg("slope"), py::arg("dx_out"));
+  m.def("occlude", &occlude,
+        "out[n] = x[src[n]] with fill[src[n]] inside boxes[n] = (y0, y1, x0, x1, c0, c1); memory order NCHW "
+        "or NHWC (nhwc)",
+        py::arg("x"), py::arg("fill"), py::arg("src"), py::arg("boxes"), py::arg("nhwc"), py::arg("out"));
+  m.def("box_accumulate", &box_accumulate,
+        "sums/counts (B, P, H, W) = per-pixel sum of values[n] / number of boxes[n] on image src[n] (gather)",
+        py::arg("values"), py::arg("src"), py::arg("boxes"), py::arg("sums"), py::arg("counts"));
+  m.def("rise_masks", &rise_masks,
+        "masks[n] = bilinear (align_corners=False) upsampling of grid[n] to (up_h, up_w), cropped at shifts[n]",
+        py::arg("grid"), py::arg("shifts"), py::arg("up_h"), py::arg("up_w"), py::arg("masks"));
+  m.def("apply_masks", &apply_masks, "out[n] = x[src[n]] * masks[n] + fill[src[n]] * (1 - masks[n]) (fp32)",
+        py::arg("x"), py::arg("fill"), py::arg("masks"), py::arg("src"), py::arg("nhwc"), py::arg("out"));
 }

@@ -4,6 +4,7 @@
 // once per warp (all lanes load the same address: one transaction) and picks its own bit.
 #include "rectifier_cuda.h"
 #include "similarity_cuda.h"
+#include "cuda_convert.h"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -15,15 +16,8 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kMaxBlocks = 65535 * 4;
 
-template <typename T> __device__ __forceinline__ float to_float(T v);
-template <> __device__ __forceinline__ float to_float<float>(float v) { return v; }
-template <> __device__ __forceinline__ float to_float<__half>(__half v) { return __half2float(v); }
-template <> __device__ __forceinline__ float to_float<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
-
-template <typename T> __device__ __forceinline__ T from_float(float v);
-template <> __device__ __forceinline__ float from_float<float>(float v) { return v; }
-template <> __device__ __forceinline__ __half from_float<__half>(float v) { return __float2half_rn(v); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+using featvis::cuda::from_float;
+using featvis::cuda::to_float;
 
 // The grid-stride loop runs over whole warps so every lane of a warp takes part in each ballot.
 template <typename T, bool kLeaky>

@@ -15,6 +15,9 @@ import torch
 
 from .. import _extensions
 from .. import _rectifier_reference as ref
+from ._layout import channels_last
+from ._layout import logical as _logical
+from ._layout import memory_order as _memory_order
 
 
 def _empty(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -41,23 +44,6 @@ def _module_for(backend: str, dtype: torch.dtype):
 def _check_rule(rule: int) -> None:
     if rule not in ref.RULES:
         raise ValueError(f"unknown rule {rule}; expected 0 (backprop), 1 (deconvnet) or 2 (guided)")
-
-
-def channels_last(t: torch.Tensor) -> bool:
-    """True when t is a 4-D channels-last tensor (not also contiguous): the ops then work in its
-    memory order (NHWC) and the mask follows that order."""
-    return t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
-
-
-def _memory_order(t: torch.Tensor, cl: bool) -> torch.Tensor:
-    """t laid out as requested (copied only if it is not), then viewed in memory order (contiguous)."""
-    if cl:
-        return t.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1)
-    return t.contiguous()
-
-
-def _logical(t: torch.Tensor, cl: bool) -> torch.Tensor:
-    return t.permute(0, 3, 1, 2) if cl else t
 
 
 def _mask_buffer(x: torch.Tensor, rule: int) -> torch.Tensor:

@@ -1,0 +1,211 @@
+"""Occlusion and RISE: featvis_fast against Captum's Occlusion and against the bare forward cost.
+
+Occlusion, per (model, window, stride), each implementation in a fresh process (one warm-up
+call on a small window grid, then the median of --repeats timed calls):
+  ours       fv.occlusion(model, x, target, window, stride) with its automatic batch size
+  captum     captum.attr.Occlusion at each perturbations_per_eval in --ppe; the best one counts
+  bare       the same number of forward passes (windows + the clean pass) of the plain model
+             under torch.no_grad on prebuilt batches of our batch size: the floor a wrapper
+             around model(batch) can reach without making the model itself faster
+RISE: masks per second, fv.rise against a plain PyTorch loop (F.interpolate masks, x * m,
+model, softmax, one matrix product per batch) with the same masks and batch size.
+Models: the bundled EfficientNet-Lite0 on the CPU; a ResNet-50-shaped model (random weights) on
+the GPU; 224 x 224, one image.
+
+    python bench/perturbation.py [--device cpu|cuda] [--repeats N] [--ppe 16 64 256] [--rise-masks N]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _cnn_models import resnet50  # noqa: E402
+from _common import environment, write_results  # noqa: E402
+
+TARGET = 281
+CONFIGS = [(32, 16), (16, 8)]
+
+
+def build(name: str, device: str) -> torch.nn.Module:
+    if name == "efficientnet-lite0":
+        import featvis_fast as fv
+
+        return fv.load_model(device=device)[0]
+    return resnet50().to(device).eval()
+
+
+def _timed(fn, device: str, repeats: int) -> float:
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    times = []
+    for _ in range(repeats):
+        sync()
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _windows(window: int, stride: int) -> int:
+    per_dim = -(-(224 - window) // stride) + 1
+    return per_dim * per_dim
+
+
+def run_one(kind: str, name: str, window: int, stride: int, device: str, repeats: int, extra: int) -> dict:
+    """One measurement in this process. extra: perturbations_per_eval (captum), batch size (bare, rise)."""
+    import featvis_fast as fv
+
+    warnings.simplefilter("ignore")
+    torch.manual_seed(0)
+    model = build(name, device)
+    x = torch.randn(1, 3, 224, 224, device=device)
+    row = {"kind": kind, "model": name, "window": window, "stride": stride}
+    if kind == "ours":
+        fv.occlusion(model, x, TARGET, window=112, stride=112, progress=False)  # warm-up: kernels, plan
+        seconds = _timed(lambda: fv.occlusion(model, x, TARGET, window=window, stride=stride, progress=False),
+                         device, repeats)
+        from featvis_fast.perturbation import _chunks
+
+        row["batch"] = _chunks.pick_batch_size(None, _windows(window, stride), torch.device(device),
+                                               _item_bytes(model, x))
+    elif kind == "captum":
+        from captum.attr import Occlusion
+
+        occ = Occlusion(model)
+
+        def call():
+            with torch.no_grad():
+                occ.attribute(x, sliding_window_shapes=(3, window, window), strides=(3, stride, stride),
+                              baselines=0.0, target=TARGET, perturbations_per_eval=extra)
+
+        seconds = _timed(call, device, repeats)
+        row["ppe"] = extra
+    elif kind == "bare":
+        n = _windows(window, stride) + 1
+        batches = [x.expand(min(extra, n - s), -1, -1, -1).clone() for s in range(0, n, extra)]
+
+        def call():
+            with torch.no_grad():
+                for b in batches:
+                    model(b)
+
+        model(x)
+        seconds = _timed(call, device, repeats)
+        row["batch"] = extra
+    else:
+        raise ValueError(kind)
+    row["seconds"] = seconds
+    return row
+
+
+def _item_bytes(model, x) -> int:
+    from featvis_fast.perturbation import _chunks
+
+    return 3 * _chunks.largest_activation_bytes(model, lambda: model(x[:1]))
+
+
+def run_rise(kind: str, name: str, device: str, masks: int, batch: int, repeats: int) -> dict:
+    import featvis_fast as fv
+    from featvis_fast import _perturbation_reference as pref
+    from featvis_fast.perturbation import random_masks
+
+    warnings.simplefilter("ignore")
+    torch.manual_seed(0)
+    model = build(name, device)
+    x = torch.randn(1, 3, 224, 224, device=device)
+    if kind == "ours":
+        fv.rise(model, x, TARGET, n_masks=batch, progress=False)
+        seconds = _timed(lambda: fv.rise(model, x, TARGET, n_masks=masks, batch_size=batch, progress=False),
+                         device, repeats)
+    else:
+        cells, shifts = random_masks(masks, (7, 7), 0.5, 224, 224, torch.Generator().manual_seed(0))
+        cells, shifts = cells.to(device), shifts.to(device)
+        up = pref.upsampled_size(224, 224, 7, 7)
+
+        def call():
+            sal = torch.zeros(224 * 224, device=device)
+            with torch.no_grad():
+                for s in range(0, masks, batch):
+                    big = F.interpolate(cells[s:s + batch, None], size=up, mode="bilinear", align_corners=False)
+                    m = torch.stack([big[i, 0, dy:dy + 224, dx:dx + 224]
+                                     for i, (dy, dx) in enumerate(shifts[s:s + batch].tolist())])
+                    probs = torch.softmax(model(x * m[:, None]), dim=1)[:, TARGET]
+                    sal += probs @ m.reshape(len(m), -1)
+            return sal / (masks * 0.5)
+
+        call()
+        seconds = _timed(call, device, repeats)
+    return {"kind": f"rise-{kind}", "model": name, "masks": masks, "batch": batch, "seconds": seconds,
+            "masks_per_s": masks / seconds}
+
+
+def _subprocess(args: list[str]) -> dict:
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), *args], capture_output=True, text=True,
+                         check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--ppe", type=int, nargs="+")
+    p.add_argument("--rise-masks", type=int)
+    p.add_argument("--one", nargs=6, help=argparse.SUPPRESS)
+    p.add_argument("--rise-one", nargs=4, help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.one:
+        kind, name, window, stride, extra = a.one[0], a.one[1], int(a.one[2]), int(a.one[3]), int(a.one[5])
+        print(json.dumps(run_one(kind, name, window, stride, a.device, int(a.one[4]), extra)))
+        return
+    if a.rise_one:
+        print(json.dumps(run_rise(a.rise_one[0], a.rise_one[1], a.device, int(a.rise_one[2]), int(a.rise_one[3]),
+                                  a.repeats)))
+        return
+    cpu = a.device == "cpu"
+    name = "efficientnet-lite0" if cpu else "resnet50"
+    ppes = a.ppe or ([16, 64, 256] if cpu else [64, 256, 1024])
+    rows, lines = [], []
+    env = environment(a.device)
+    for window, stride in CONFIGS:
+        ours = _subprocess(["--device", a.device, "--one", "ours", name, str(window), str(stride), str(a.repeats), "0"])
+        bare = _subprocess(["--device", a.device, "--one", "bare", name, str(window), str(stride), str(a.repeats),
+                            str(ours["batch"])])
+        captum = [_subprocess(["--device", a.device, "--one", "captum", name, str(window), str(stride), "1", str(k)])
+                  for k in ppes]
+        best = min(captum, key=lambda r: r["seconds"])
+        rows += [ours, bare, *captum]
+        n = _windows(window, stride)
+        line = (f"| {name} | {window} / {stride} | {n} | {ours['seconds']:.2f} (batch {ours['batch']}) | "
+                f"{best['seconds']:.2f} (ppe {best['ppe']}) | {bare['seconds']:.2f} | "
+                f"{best['seconds'] / ours['seconds']:.2f}x | {ours['seconds'] / bare['seconds']:.2f}x |")
+        lines.append(line)
+        print(line, flush=True)
+    masks = a.rise_masks or (1000 if cpu else 8000)
+    rise_batch = 32 if cpu else 256
+    rise_rows = [_subprocess(["--device", a.device, "--repeats", str(a.repeats), "--rise-one", k, name, str(masks),
+                              str(rise_batch)]) for k in ("ours", "plain")]
+    rows += rise_rows
+    md = [f"# bench/perturbation.py on {env['device']} ({env['date']}, torch {env['torch']})", "",
+          "| model | window / stride | windows | ours s | Captum best s | bare forward s | vs Captum | vs bare |",
+          "|---|---|---|---|---|---|---|---|", *lines, "",
+          "| model | RISE masks | batch | ours masks/s | plain loop masks/s | speed-up |", "|---|---|---|---|---|---|",
+          f"| {name} | {masks} | {rise_batch} | {rise_rows[0]['masks_per_s']:.1f} | {rise_rows[1]['masks_per_s']:.1f} | "
+          f"{rise_rows[0]['masks_per_s'] / rise_rows[1]['masks_per_s']:.2f}x |"]
+    markdown = "\n".join(md) + "\n"
+    print(markdown)
+    print("wrote", *write_results("perturbation", a.device, env, rows, markdown))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""Splitting N perturbed passes into batches: the batch size, and the loop with a progress bar.
+
+batch_size=None picks the largest batch that fits: on CUDA from the free memory and the peak
+one probe pass allocated per item, halving on an out-of-memory error; on the CPU from the
+available memory (/proc/meminfo MemAvailable) and an estimate of one item's footprint (three
+times the largest activation of a one-image pass), capped at 64 because larger CPU batches
+only cost memory (oneDNN is saturated well before).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+CPU_CAP, CUDA_CAP = 64, 1024
+
+
+def _available_cpu_bytes() -> int:
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 * 2**30
+
+
+def largest_activation_bytes(model: torch.nn.Module, run_one: Callable[[], object]) -> int:
+    """Bytes of the largest tensor any leaf module outputs while run_one() runs (one image)."""
+    largest = 0
+
+    def hook(module, inputs, output):
+        nonlocal largest
+        if isinstance(output, torch.Tensor):
+            largest = max(largest, output.numel() * output.element_size())
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            run_one()
+    finally:
+        for h in handles:
+            h.remove()
+    return largest
+
+
+def pick_batch_size(batch_size: int | None, total: int, device: torch.device, item_bytes: int) -> int:
+    """An explicit batch size (checked), else the largest that fits, at least 1 and at most `total`."""
+    if batch_size is not None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1 or None, got {batch_size!r}")
+        return min(batch_size, max(total, 1))
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        fit, cap = int(0.5 * free) // max(item_bytes, 1), CUDA_CAP
+    else:
+        fit, cap = int(0.25 * _available_cpu_bytes()) // max(item_bytes, 1), CPU_CAP
+    return max(1, min(fit, cap, max(total, 1)))
+
+
+def run_batches(total: int, batch_size: int, work: Callable[[int, int], None], *, progress: bool,
+                desc: str, device: torch.device, step: int = 1) -> None:
+    """work(start, stop) for consecutive slices of range(total), each a multiple of `step` long
+    (total is one too); on CUDA an out-of-memory error halves the batch and retries the slice.
+    A tqdm bar when progress and there is more than one batch."""
+    batch_size = max(step, batch_size // step * step)
+    bar = tqdm(total=total, desc=desc, unit="pass", disable=not progress or total <= batch_size, leave=False)
+    start = 0
+    try:
+        while start < total:
+            stop = min(start + batch_size, total)
+            try:
+                work(start, stop)
+            except torch.OutOfMemoryError:
+                if device.type != "cuda" or batch_size <= step:
+                    raise
+                torch.cuda.empty_cache()
+                batch_size = max(step, batch_size // 2 // step * step)
+                continue
+            bar.update(stop - start)
+            start = stop
+    finally:
+        bar.close()
