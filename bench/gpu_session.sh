@@ -18,5 +18,6 @@ step tests 240 python3 -m pytest -q -m needs_cuda -p no:cacheprovider
 step bench-similarity 200 python3 bench/similarity.py --device cuda --repeats 20
 step bench-viewer 150 python3 bench/viewer.py --device cuda --clients socket --moves 200
 step bench-backprop 300 python3 bench/backprop.py --device cuda --repeats 5
+step bench-perturbation 300 python3 bench/perturbation.py --device cuda --repeats 3
 cp bench/results/*cuda* "$OUT/" 2>/dev/null
 ls -la "$OUT"

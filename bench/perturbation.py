@@ -5,8 +5,9 @@ call on a small window grid, then the median of --repeats timed calls):
   ours       fv.occlusion(model, x, target, window, stride) with its automatic batch size
   captum     captum.attr.Occlusion at each perturbations_per_eval in --ppe; the best one counts
   bare       the same number of forward passes (windows + the clean pass) of the plain model
-             under torch.no_grad on prebuilt batches of our batch size: the floor a wrapper
-             around model(batch) can reach without making the model itself faster
+             under torch.no_grad on prebuilt batches, at the best of the --ppe batch sizes and
+             ours: the floor a wrapper around model(batch) reaches without making the model
+             itself faster
 RISE: masks per second, fv.rise against a plain PyTorch loop (F.interpolate masks, x * m,
 model, softmax, one matrix product per batch) with the same masks and batch size.
 Models: the bundled EfficientNet-Lite0 on the CPU; a ResNet-50-shaped model (random weights) on
@@ -174,20 +175,21 @@ def main() -> None:
         return
     cpu = a.device == "cpu"
     name = "efficientnet-lite0" if cpu else "resnet50"
-    ppes = a.ppe or ([16, 64, 256] if cpu else [64, 256, 1024])
+    ppes = a.ppe or ([8, 16, 32, 64] if cpu else [64, 256, 1024])
     rows, lines = [], []
     env = environment(a.device)
     for window, stride in CONFIGS:
         ours = _subprocess(["--device", a.device, "--one", "ours", name, str(window), str(stride), str(a.repeats), "0"])
-        bare = _subprocess(["--device", a.device, "--one", "bare", name, str(window), str(stride), str(a.repeats),
-                            str(ours["batch"])])
+        bares = [_subprocess(["--device", a.device, "--one", "bare", name, str(window), str(stride),
+                              str(a.repeats), str(k)]) for k in sorted({*ppes, ours["batch"]})]
+        bare = min(bares, key=lambda r: r["seconds"])
         captum = [_subprocess(["--device", a.device, "--one", "captum", name, str(window), str(stride), "1", str(k)])
                   for k in ppes]
         best = min(captum, key=lambda r: r["seconds"])
-        rows += [ours, bare, *captum]
+        rows += [ours, *bares, *captum]
         n = _windows(window, stride)
         line = (f"| {name} | {window} / {stride} | {n} | {ours['seconds']:.2f} (batch {ours['batch']}) | "
-                f"{best['seconds']:.2f} (ppe {best['ppe']}) | {bare['seconds']:.2f} | "
+                f"{best['seconds']:.2f} (ppe {best['ppe']}) | {bare['seconds']:.2f} (batch {bare['batch']}) | "
                 f"{best['seconds'] / ours['seconds']:.2f}x | {ours['seconds'] / bare['seconds']:.2f}x |")
         lines.append(line)
         print(line, flush=True)

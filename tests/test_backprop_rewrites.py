@@ -368,3 +368,52 @@ def test_the_rerun_draws_the_same_random_numbers():
         finally:
             _rewrites.set_forward_rewrites(True)
         assert_close(got, expected, 1e-6)
+
+
+class _Padded(nn.Module):
+    """TF-style 'same' padding as EfficientNet-Lite does it: symmetric zero pads (folded into the
+    next convolution's padding), an asymmetric one (left alone), and `mode` adds a second use."""
+
+    def __init__(self):
+        super().__init__()
+        self.pad = nn.ZeroPad2d(1)
+        self.c1, self.bn1 = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)
+        self.c2 = nn.Conv2d(4, 4, 3, stride=2)
+        self.c3 = nn.Conv2d(4, 4, 5, padding=1)
+        self.fc = nn.Linear(4, 5)
+        self.mode = None
+
+    def forward(self, x):
+        p = self.pad(x)
+        h = F.relu(self.bn1(self.c1(p)))
+        h = self.c2(F.pad(h, (0, 1, 0, 1)))  # asymmetric: never folded
+        q = F.pad(h, [1, 1, 1, 1], value=0.0)
+        h = F.relu(self.c3(q))
+        if self.mode == "pad output again":
+            h = h + q[:, :, 2:-2, 2:-2].mean()
+        return self.fc(h.mean(dim=(2, 3)))
+
+
+def test_symmetric_zero_pads_fold_into_the_convolution(rewrite_counts):
+    torch.manual_seed(0)
+    model = _calibrated(_Padded())
+    x = torch.randn(2, 3, 11, 12, generator=torch.Generator().manual_seed(11))
+    _rewrites.set_forward_rewrites(False)
+    try:
+        expected = fv.guided_backprop(model, x, 2)
+        expected_cam = fv.gradcam(model, x, 2, "c3", relu=False)
+    finally:
+        _rewrites.set_forward_rewrites(True)
+    for _ in range(3):
+        assert_close(fv.guided_backprop(model, x, 2), expected, 1e-6)
+    assert rewrite_counts[-1].get("pad") == 2, "the two symmetric pads fold; the asymmetric one does not"
+    assert_close(fv.gradcam(model, x, 2, "c3", relu=False), expected_cam, 1e-5)
+    model.mode = "pad output again"  # the stand-in for q is read: a mismatch, a rerun, then refused
+    _rewrites.set_forward_rewrites(False)
+    try:
+        expected = fv.guided_backprop(model, x, 2)
+    finally:
+        _rewrites.set_forward_rewrites(True)
+    assert_close(fv.guided_backprop(model, x, 2), expected, 1e-6)
+    assert_close(fv.guided_backprop(model, x, 2), expected, 1e-6)
+    assert rewrite_counts[-1].get("pad") == 1
