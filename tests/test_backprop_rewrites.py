@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from _backprop_models import FORMS, FormNet, ReluOnlyNet, reference_attribution
 
 import featvis_fast as fv
-from featvis_fast.backprop import _rewrites
+from featvis_fast.backprop import _rewrite_calls, _rewrites
 
 METHODS = {"gradient": fv.saliency, "deconvnet": fv.deconvnet, "guided": fv.guided_backprop}
 
@@ -67,9 +67,11 @@ def test_gradcam_rewrites_before_and_after_its_layer(rewrite_counts):
     first = fv.gradcam(model, x, 3, "layer.0", relu=False)
     second = fv.gradcam(model, x, 3, "layer.0", relu=False)
     assert rewrite_counts[0] == {}
-    # stem conv-BN-ReLU and body conv-BN-ReLU fold and rectify in place; body's last BN feeds an
-    # add, and layer.0 is the captured layer: its output escapes, so it is never rewritten
-    assert rewrite_counts[1] == {"batch_norm": 3, "rectifier": 2}
+    # stem conv-BN-ReLU and body conv-BN-ReLU fold, and before the layer (no gradient wanted)
+    # each runs as one convolution with the ReLU as oneDNN post-op; body's last BN feeds an add,
+    # and layer.0 is the captured layer: its output escapes, so it is never rewritten
+    fused = 2 if _rewrite_calls._ONEDNN_POINTWISE else 0
+    assert rewrite_counts[1] == {"batch_norm": 3, "rectifier": 2, **({"fused_activation": fused} if fused else {})}
     assert_close(first, plain, 1e-6)
     assert_close(second, plain, 1e-5)
 
@@ -417,3 +419,21 @@ def test_symmetric_zero_pads_fold_into_the_convolution(rewrite_counts):
     assert_close(fv.guided_backprop(model, x, 2), expected, 1e-6)
     assert_close(fv.guided_backprop(model, x, 2), expected, 1e-6)
     assert rewrite_counts[-1].get("pad") == 1
+
+
+@pytest.mark.skipif(not _rewrite_calls._ONEDNN_POINTWISE, reason="needs oneDNN's fused convolution")
+@pytest.mark.parametrize("form", ["nn.ReLU", "nn.ReLU6", "nn.Hardtanh", "F.hardtanh(0,4)", "nn.LeakyReLU(0.1)",
+                                  "torch.clamp(min=0)"])
+def test_fused_conv_activation_in_passes_without_gradient(form, rewrite_counts):
+    """Occlusion's passes need no gradient: conv (+ folded BN) + rectifier run as one oneDNN call."""
+    model = FormNet([form, form], width=6, seed=4)
+    x = torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(12)) * 2
+    _rewrites.set_forward_rewrites(False)
+    try:
+        expected = fv.occlusion(model, x, 1, window=4, stride=4, progress=False)
+    finally:
+        _rewrites.set_forward_rewrites(True)
+    fv.occlusion(model, x, 1, window=4, stride=4, progress=False)
+    got = fv.occlusion(model, x, 1, window=4, stride=4, progress=False)
+    assert rewrite_counts[-1].get("fused_activation") == 2
+    assert_close(got, expected, 1e-5)

@@ -11,11 +11,12 @@ import warnings
 from collections import Counter
 
 import torch
+import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from .. import _rectifier_reference as ref
 from ..ops import rectifier as rectifier_ops
-from . import _lean, _rectifiers, _rewrites
+from . import _fast_pad, _lean, _rectifiers, _rewrites
 from ._lrp import LINEAR_FUNCS, epsilon_ratio
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -70,6 +71,10 @@ class RectifierRuleMode(TorchFunctionMode):
             self._saw_nonlinear(name)
         if self.lean and getattr(func, "__name__", "") not in ("__get__", "__set__"):
             args, kwargs = _detach_parameters(args, kwargs)
+        if func is F.pad:
+            out = _fast_pad.zero_pad(args, kwargs)
+            if out is not NotImplemented:
+                return out
         eps = self.lrp_eps if func in LINEAR_FUNCS else None
         out = _lean.lean_call(func, args, kwargs, eps) if self.lean else NotImplemented
         if out is not NotImplemented:
