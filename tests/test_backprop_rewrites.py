@@ -437,3 +437,19 @@ def test_fused_conv_activation_in_passes_without_gradient(form, rewrite_counts):
     got = fv.occlusion(model, x, 1, window=4, stride=4, progress=False)
     assert rewrite_counts[-1].get("fused_activation") == 2
     assert_close(got, expected, 1e-5)
+
+
+@pytest.mark.parametrize("shape,pad", [((2, 3, 5, 6), (0, 1, 0, 1)), ((2, 3, 5, 6), (2, 2, 1, 0)), ((2, 5, 7), (1, 3)),
+                                       ((1, 2, 3, 4, 5), (1, 0, 0, 2, 3, 1)), ((2, 3, 4, 5), (1, 1))])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_one_pass_zero_pad_equals_torch(shape, pad, layout):
+    from featvis_fast.backprop._fast_pad import zero_pad
+
+    x = torch.randn(shape) + 1.0
+    if layout == "channels_last" and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        ours, theirs = zero_pad((x, pad), {}), F.pad(x, pad)
+    assert torch.equal(ours, theirs) and ours.stride() == theirs.stride()
+    assert zero_pad((x, pad), {"value": 1.0}) is NotImplemented
+    assert zero_pad((x, tuple(-p for p in pad)), {}) is NotImplemented or not any(pad)
