@@ -29,8 +29,11 @@ def make_figure(out: str, size: int = 224, masks: int = 2000, samples=("chelsea"
         panels.append(image)
         labels.append(f"{samples[b]} (class {int(target[b])})")
         for name, m in maps.items():
-            heat = m[b].clamp_min(0)
-            heat = heat / heat.max().clamp_min(1e-12)
+            if name == "RISE":  # RISE maps sit on a large common offset (the mean score): stretch min-max
+                heat = (m[b] - m[b].min()) / (m[b].max() - m[b].min()).clamp_min(1e-12)
+            else:
+                heat = m[b].clamp_min(0)
+                heat = heat / heat.max().clamp_min(1e-12)
             panels.append(fv.overlay(image, fv.colorize(heat, "fire", stretch=(0.0, 1.0)), alpha=0.6))
             labels.append(name)
     figure = fv.grid(panels, columns=1 + len(maps), labels=labels, cell=size)
