@@ -6,7 +6,8 @@ from setuptools import setup
 
 setup(
     packages=["featvis_fast", "featvis_fast.ops", "featvis_fast.kernels", "featvis_fast.csrc",
-              "featvis_fast.viewer", "featvis_fast.backprop", "featvis_fast.perturbation"],
+              "featvis_fast.viewer", "featvis_fast.backprop", "featvis_fast.perturbation",
+              "featvis_fast.reconstruction"],
     package_dir={"featvis_fast": "featvis_fast", "featvis_fast.kernels": "kernels", "featvis_fast.csrc": "csrc"},
     package_data={"featvis_fast": ["data/*"], "featvis_fast.csrc": ["*.cpp", "*.cu", "*.h"],
                   "featvis_fast.viewer": ["static/*"]},
