@@ -1,5 +1,9 @@
 """The input-reconstruction family (activation maximization, network inversion, class-agnostic
-visualization): in progress (issue 6). So far: image parameterizations."""
+visualization): in progress (issue 6). So far: image parameterizations, robustness transforms,
+objectives; the fused step's reference is featvis_fast._step_reference."""
+from .objectives import ClassLogit, Channel, DeepDream, Direction, Diversity, Neuron, Objective, parse
 from .param import FFTParam, PixelParam, to_valid_rgb
+from .transforms import STANDARD, Compose, Jitter, Pad, ScaleRotate
 
-__all__ = ["FFTParam", "PixelParam", "to_valid_rgb"]
+__all__ = ["Channel", "ClassLogit", "Compose", "DeepDream", "Direction", "Diversity", "FFTParam", "Jitter", "Neuron",
+           "Objective", "Pad", "PixelParam", "STANDARD", "ScaleRotate", "parse", "to_valid_rgb"]

@@ -1,0 +1,223 @@
+"""Objectives for activation maximization (Erhan et al. 2009; Olah et al. 2017, Lucid): what a
+batch of images is optimized to raise. Each objective maps the captured layer activations
+{layer: (N, C, h, w)} and the model output (N, K) to per-image scores (N,), to be maximized.
+
+    Channel(layer, c)         mean of channel c's map (c: int, or one per image: (N,) LongTensor)
+    Neuron(layer, c, (y, x))  one activation (default position: the centre)
+    DeepDream(layer)          mean squared activation of the whole layer
+    ClassLogit(k)             the model output's k (int or (N,))
+    Direction(layer, v)       the mean over positions of <v, activation> (v: (C,))
+    Diversity(layer)          minus each image's mean cosine similarity of its Gram matrix to the
+                              other images' (Lucid's diversity term; needs N > 1)
+Objectives combine linearly: `a - 0.5 * b`, `2 * a + b`.
+Strings (`parse`): "layer:37" channel, "layer:*" every channel (one image each), "layer:37@3,4"
+neuron, "layer" DeepDream, "class:285" class logit; "+"/"-" combine terms.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+class Objective:
+    """Per-image scores from activations; `layers` names what must be captured."""
+
+    layers: frozenset[str] = frozenset()
+    needs_output: bool = False
+    images: int | None = None  # the batch size the objective itself sets (one image per channel)
+
+    def __call__(self, acts: dict[str, torch.Tensor], output: torch.Tensor | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def validate(self, shapes: dict[str, tuple[int, ...]], classes: int | None) -> None:
+        """Raise ValueError when a channel, position or class does not exist (shapes: per layer (C, h, w))."""
+
+    def __add__(self, other: "Objective") -> "Objective":
+        return Sum([(1.0, self), (1.0, _objective(other))])
+
+    def __sub__(self, other: "Objective") -> "Objective":
+        return Sum([(1.0, self), (-1.0, _objective(other))])
+
+    def __mul__(self, weight: float) -> "Objective":
+        return Sum([(float(weight), self)])
+
+    __rmul__ = __mul__
+
+    def __neg__(self) -> "Objective":
+        return Sum([(-1.0, self)])
+
+
+def _objective(o) -> Objective:
+    if not isinstance(o, Objective):
+        raise TypeError(f"objectives combine with objectives, not {type(o).__name__}")
+    return o
+
+
+class Sum(Objective):
+    def __init__(self, terms: list[tuple[float, Objective]]) -> None:
+        flat = []
+        for w, t in terms:
+            flat += [(w * w2, t2) for w2, t2 in t.terms] if isinstance(t, Sum) else [(w, t)]
+        self.terms = flat
+        self.layers = frozenset().union(*(t.layers for _, t in flat))
+        self.needs_output = any(t.needs_output for _, t in flat)
+        sizes = {t.images for _, t in flat if t.images is not None}
+        if len(sizes) > 1:
+            raise ValueError(f"combined objectives ask for different batch sizes: {sorted(sizes)}")
+        self.images = sizes.pop() if sizes else None
+
+    def __call__(self, acts, output):
+        return sum(w * t(acts, output) for w, t in self.terms)
+
+    def validate(self, shapes, classes):
+        for _, t in self.terms:
+            t.validate(shapes, classes)
+
+
+def _per_image(index, n: int, device) -> torch.Tensor:
+    t = torch.as_tensor(index, dtype=torch.long, device=device)
+    return t.expand(n) if t.dim() == 0 else t
+
+
+class Channel(Objective):
+    def __init__(self, layer: str, channel) -> None:
+        self.layer, self.channel = layer, channel
+        self.layers = frozenset({layer})
+        if isinstance(channel, torch.Tensor) and channel.dim() == 1:
+            self.images = int(channel.numel())
+
+    def __call__(self, acts, output):
+        a = acts[self.layer]
+        c = _per_image(self.channel, a.shape[0], a.device)
+        return a[torch.arange(a.shape[0], device=a.device), c].float().mean(dim=(1, 2))
+
+    def validate(self, shapes, classes):
+        channels = shapes[self.layer][0]
+        c = torch.as_tensor(self.channel)
+        if bool(((c < 0) | (c >= channels)).any()):
+            raise ValueError(f"channel {c.tolist()} is out of range for layer {self.layer!r} with {channels} channels")
+
+
+class Neuron(Channel):
+    def __init__(self, layer: str, channel, position: tuple[int, int] | None = None) -> None:
+        super().__init__(layer, channel)
+        self.position = position
+
+    def __call__(self, acts, output):
+        a = acts[self.layer]
+        y, x = self.position if self.position is not None else (a.shape[2] // 2, a.shape[3] // 2)
+        c = _per_image(self.channel, a.shape[0], a.device)
+        return a[torch.arange(a.shape[0], device=a.device), c, y, x].float()
+
+    def validate(self, shapes, classes):
+        super().validate(shapes, classes)
+        _, h, w = shapes[self.layer]
+        if self.position is not None and not (0 <= self.position[0] < h and 0 <= self.position[1] < w):
+            raise ValueError(f"position {self.position} is outside layer {self.layer!r}'s {h}x{w} map")
+
+
+class DeepDream(Objective):
+    def __init__(self, layer: str) -> None:
+        self.layer, self.layers = layer, frozenset({layer})
+
+    def __call__(self, acts, output):
+        return acts[self.layer].float().pow(2).mean(dim=(1, 2, 3))
+
+
+class ClassLogit(Objective):
+    needs_output = True
+
+    def __init__(self, cls) -> None:
+        self.cls = cls
+        if isinstance(cls, torch.Tensor) and cls.dim() == 1:
+            self.images = int(cls.numel())
+
+    def __call__(self, acts, output):
+        flat = output.reshape(output.shape[0], -1)
+        k = _per_image(self.cls, flat.shape[0], flat.device)
+        return flat[torch.arange(flat.shape[0], device=flat.device), k].float()
+
+    def validate(self, shapes, classes):
+        k = torch.as_tensor(self.cls)
+        if classes is not None and bool(((k < 0) | (k >= classes)).any()):
+            raise ValueError(f"class {k.tolist()} is out of range for an output with {classes} classes")
+
+
+class Direction(Objective):
+    def __init__(self, layer: str, vector: torch.Tensor) -> None:
+        self.layer, self.vector, self.layers = layer, vector, frozenset({layer})
+
+    def __call__(self, acts, output):
+        a = acts[self.layer].float()
+        v = self.vector.to(device=a.device, dtype=a.dtype).view(1, -1, 1, 1)
+        return (a * v).sum(dim=1).mean(dim=(1, 2))
+
+    def validate(self, shapes, classes):
+        if self.vector.dim() != 1 or self.vector.numel() != shapes[self.layer][0]:
+            raise ValueError(f"a direction for layer {self.layer!r} must be ({shapes[self.layer][0]},), "
+                             f"got {tuple(self.vector.shape)}")
+
+
+class Diversity(Objective):
+    def __init__(self, layer: str) -> None:
+        self.layer, self.layers = layer, frozenset({layer})
+
+    def __call__(self, acts, output):
+        a = acts[self.layer].float()
+        n, c = a.shape[:2]
+        if n < 2:
+            raise ValueError("the diversity objective compares images: it needs a batch of 2 or more")
+        flat = a.reshape(n, c, -1)
+        gram = F.normalize((flat @ flat.transpose(1, 2)).reshape(n, -1), dim=1)
+        sim = gram @ gram.T
+        return -(sim.sum(dim=1) - sim.diagonal()) / (n - 1)
+
+
+def parse(spec: str | Objective, channels: dict[str, int] | None = None) -> Objective:
+    """An objective from a string (see the module docstring). channels: per layer, to expand "layer:*"."""
+    if isinstance(spec, Objective):
+        return spec
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"an objective is an Objective or a string such as 'layer:37' or 'class:285', got {spec!r}")
+    total, sign, term = None, 1.0, ""
+    for ch in spec.replace(" ", "") + "+":
+        if ch in "+-" and term and not term.endswith(("@", ",")):
+            piece = sign * _term(term, channels)
+            total = piece if total is None else total + piece
+            sign, term = (1.0 if ch == "+" else -1.0), ""
+        elif ch in "+-" and not term:
+            sign = -sign if ch == "-" else sign
+        else:
+            term += ch
+    return total
+
+
+def _term(term: str, channels: dict[str, int] | None) -> Objective:
+    weight = 1.0
+    if "*" in term and not term.endswith(":*"):
+        w, term = term.split("*", 1)
+        try:
+            weight = float(w)
+        except ValueError:
+            raise ValueError(f"bad objective weight {w!r} in {term!r}") from None
+    if term.startswith("class:"):
+        return weight * ClassLogit(_int(term[6:], term))
+    if ":" not in term:
+        return weight * DeepDream(term)
+    layer, rest = term.rsplit(":", 1)
+    if rest == "*":
+        if channels is None or layer not in channels:
+            raise ValueError(f"'{layer}:*' needs the layer's channel count (resolve the objective against the model)")
+        return weight * Channel(layer, torch.arange(channels[layer]))
+    if "@" in rest:
+        c, pos = rest.split("@", 1)
+        y, x = (_int(p, term) for p in pos.split(","))
+        return weight * Neuron(layer, _int(c, term), (y, x))
+    return weight * Channel(layer, _int(rest, term))
+
+
+def _int(text: str, term: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"bad objective {term!r}: {text!r} is not an integer") from None
