@@ -1,13 +1,15 @@
 // Python bindings for the featvis-fast CPU kernels (csrc/similarity_cpu.h).
 #include <torch/extension.h>
 
+#include "ascent_cpu.h"
 #include "cpu_cache.h"
 #include "perturbation_cpu.h"
 #include "rectifier_cpu.h"
 #include "similarity_cpu.h"
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "featvis-fast CPU kernels: pixel similarity, LUT colorization, rectifier rules, perturbations";
+  m.doc() = "featvis-fast CPU kernels: pixel similarity, LUT colorization, rectifier rules, perturbations, "
+          "gradient-ascent step";
   m.def("pixel_similarity", &featvis::cpu::pixel_similarity,
         "pixel_similarity(features (C,N) f32/f16/bf16/int8, queries (Q,C) same dtype, "
         "metric 0=inner 1=angular 2=euclidean, scales (N,) f32 or None, "
@@ -57,6 +59,17 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "-> None. out[n] = x[src[n]] * m + fill[src[n]] * (1 - m) in fp32, rounded once.",
         py::arg("x"), py::arg("fill"), py::arg("masks"), py::arg("src"), py::arg("nhwc"), py::arg("out"),
         py::call_guard<py::gil_scoped_release>());
+  m.def("ascent_step", &featvis::cpu::ascent_step,
+        "ascent_step(x (N,C,H,W) f32/f16/bf16, g (N,C,h,w) f32, offsets (N,2) int32, scale (N,) f32, m f32 like x, "
+        "v f32 like x (Adam) or (0,), next_offsets (N,2) int32, step, lr, optimizer_code 0=SGD 1=Adam, momentum, "
+        "beta1, beta2, eps, l1, l2, lp, p, tv, beta, tv_eps, clip_lo, clip_hi, out like x, m_out like m, v_out like v, "
+        "nxt (N,C,crop_h,crop_w) x dtype) -> None. One fused step of featvis_fast._step_reference in fp32: "
+        "d = uncrop(g)*scale - regularizer grad; SGD/Adam update; clamp when clip_lo <= clip_hi; nxt = crop of out.",
+        py::arg("x"), py::arg("g"), py::arg("offsets"), py::arg("scale"), py::arg("m"), py::arg("v"),
+        py::arg("next_offsets"), py::arg("step"), py::arg("lr"), py::arg("optimizer_code"), py::arg("momentum"),
+        py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("l1"), py::arg("l2"), py::arg("lp"), py::arg("p"),
+        py::arg("tv"), py::arg("beta"), py::arg("tv_eps"), py::arg("clip_lo"), py::arg("clip_hi"), py::arg("out"),
+        py::arg("m_out"), py::arg("v_out"), py::arg("nxt"), py::call_guard<py::gil_scoped_release>());
   m.def("cache_begin", &featvis::cpu::cache_begin,
         "cache_begin() -> bool: install the caching CPU allocator (nested calls count); False when "
         "a higher-priority allocator is installed.");

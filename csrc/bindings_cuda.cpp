@@ -1,6 +1,7 @@
 // Torch glue for the CUDA backend: argument checks, device guard and current stream, then the
 // torch-free C ABIs of similarity_cuda.h (similarity_cuda.cu, similarity_int8_cuda.cu, colorize_cuda.cu)
-// rectifier_cuda.h (rectifier_cuda.cu) and perturbation_cuda.h (perturbation_cuda.cu).
+// rectifier_cuda.h (rectifier_cuda.cu), perturbation_cuda.h (perturbation_cuda.cu) and ascent_cuda.h
+// (ascent_cuda.cu).
 // Built JIT as `featvis_cuda`.
 #include <torch/extension.h>
 
@@ -11,6 +12,7 @@
 #include <limits>
 #include <optional>
 
+#include "ascent_cuda.h"
 #include "perturbation_cuda.h"
 #include "rectifier_cuda.h"
 #include "similarity_cuda.h"
@@ -273,6 +275,79 @@ void apply_masks(const at::Tensor& x, const at::Tensor& fill, const at::Tensor& 
   TORCH_CHECK(err == 0, "featvis_cuda: apply_masks failed: ", featvis_cuda_error_string(err));
 }
 
+// The fused gradient-ascent step (featvis_fast/ops/ascent.py): all tensors contiguous NCHW on one device;
+// v and v_out (0,) for SGD. Offsets are validated by the op layer.
+void ascent_step(const at::Tensor& x, const at::Tensor& g, const at::Tensor& offsets, const at::Tensor& scale,
+                 const at::Tensor& m, const at::Tensor& v, const at::Tensor& next_offsets, int64_t step, double lr,
+                 int64_t optimizer_code, double momentum, double beta1, double beta2, double eps, double l1, double l2,
+                 double lp, double p, double tv, double beta, double tv_eps, double clip_lo, double clip_hi,
+                 const at::Tensor& out, const at::Tensor& m_out, const at::Tensor& v_out, const at::Tensor& nxt) {
+  const at::Device device = x.device();
+  check_tensor(x, "x", device);
+  check_tensor(g, "g", device);
+  check_tensor(offsets, "offsets", device);
+  check_tensor(scale, "scale", device);
+  check_tensor(m, "m", device);
+  check_tensor(v, "v", device);
+  check_tensor(next_offsets, "next_offsets", device);
+  check_tensor(out, "out", device);
+  check_tensor(m_out, "m_out", device);
+  check_tensor(v_out, "v_out", device);
+  check_tensor(nxt, "nxt", device);
+  TORCH_CHECK(x.dim() == 4, "featvis_cuda: x must be (N, C, H, W), got ", x.sizes());
+  const auto s = x.scalar_type();
+  TORCH_CHECK(s == at::kFloat || s == at::kHalf || s == at::kBFloat16,
+              "featvis_cuda: x must be float32, float16 or bfloat16, got ", s);
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  TORCH_CHECK(g.dim() == 4 && g.size(0) == N && g.size(1) == C && g.size(2) <= H && g.size(3) <= W,
+              "featvis_cuda: g must be (", N, ", ", C, ", h <= ", H, ", w <= ", W, "), got ", g.sizes());
+  check_shape(g, "g", at::kFloat, g.sizes());
+  check_shape(offsets, "offsets", at::kInt, {N, 2});
+  check_shape(next_offsets, "next_offsets", at::kInt, {N, 2});
+  check_shape(scale, "scale", at::kFloat, {N});
+  check_shape(m, "m", at::kFloat, x.sizes());
+  check_shape(out, "out", s, x.sizes());
+  check_shape(m_out, "m_out", at::kFloat, x.sizes());
+  TORCH_CHECK(optimizer_code == FEATVIS_OPTIMIZER_SGD || optimizer_code == FEATVIS_OPTIMIZER_ADAM,
+              "featvis_cuda: optimizer_code must be 0 (SGD) or 1 (Adam), got ", optimizer_code);
+  const bool adam = optimizer_code == FEATVIS_OPTIMIZER_ADAM;
+  if (adam) {
+    check_shape(v, "v", at::kFloat, x.sizes());
+    check_shape(v_out, "v_out", at::kFloat, x.sizes());
+  } else {
+    TORCH_CHECK(v.numel() == 0 && v_out.numel() == 0, "featvis_cuda: v and v_out must be empty for SGD");
+  }
+  TORCH_CHECK(nxt.dim() == 4 && nxt.size(0) == N && nxt.size(1) == C && nxt.size(2) >= 1 && nxt.size(2) <= H &&
+                  nxt.size(3) >= 1 && nxt.size(3) <= W,
+              "featvis_cuda: nxt must be (", N, ", ", C, ", crop_h <= ", H, ", crop_w <= ", W, "), got ", nxt.sizes());
+  check_shape(nxt, "nxt", s, nxt.sizes());
+  TORCH_CHECK(H <= kInt32Max && W <= kInt32Max, "featvis_cuda: H and W must be < 2^31");
+  featvis_ascent_params params;
+  params.optimizer = static_cast<int>(optimizer_code);
+  params.step = step;
+  params.lr = static_cast<float>(lr);
+  params.momentum = static_cast<float>(momentum);
+  params.beta1 = static_cast<float>(beta1);
+  params.beta2 = static_cast<float>(beta2);
+  params.eps = static_cast<float>(eps);
+  params.l1 = static_cast<float>(l1);
+  params.l2 = static_cast<float>(l2);
+  params.lp = static_cast<float>(lp);
+  params.p = static_cast<float>(p);
+  params.tv = static_cast<float>(tv);
+  params.beta = static_cast<float>(beta);
+  params.tv_eps = static_cast<float>(tv_eps);
+  params.clip_lo = static_cast<float>(clip_lo);
+  params.clip_hi = static_cast<float>(clip_hi);
+  const c10::cuda::CUDAGuard guard(device);
+  const int err = featvis_ascent_step_cuda(
+      x.data_ptr(), g.data_ptr<float>(), offsets.data_ptr<int32_t>(), scale.data_ptr<float>(), m.data_ptr<float>(),
+      adam ? v.data_ptr<float>() : nullptr, next_offsets.data_ptr<int32_t>(), N, C, H, W, g.size(2), g.size(3),
+      nxt.size(2), nxt.size(3), dtype_code(s), &params, out.data_ptr(), m_out.data_ptr<float>(),
+      adam ? v_out.data_ptr<float>() : nullptr, nxt.data_ptr(), current_stream());
+  TORCH_CHECK(err == 0, "featvis_cuda: ascent_step failed: ", featvis_cuda_error_string(err));
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("pixel_similarity", &pixel_similarity,
         "sim_out[q, n] = metric(features[:, n], queries[q]) (int8: exact int32 sum * scales[n] * query_scales[q]); "
@@ -297,4 +372,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("grid"), py::arg("shifts"), py::arg("up_h"), py::arg("up_w"), py::arg("masks"));
   m.def("apply_masks", &apply_masks, "out[n] = x[src[n]] * masks[n] + fill[src[n]] * (1 - masks[n]) (fp32)",
         py::arg("x"), py::arg("fill"), py::arg("masks"), py::arg("src"), py::arg("nhwc"), py::arg("out"));
+  m.def("ascent_step", &ascent_step,
+        "one fused gradient-ascent step (SGD or Adam, l1/l2/lp/beta-TV regularizers, clip): writes out, m_out, "
+        "v_out (Adam) and nxt = out cropped at next_offsets",
+        py::arg("x"), py::arg("g"), py::arg("offsets"), py::arg("scale"), py::arg("m"), py::arg("v"),
+        py::arg("next_offsets"), py::arg("step"), py::arg("lr"), py::arg("optimizer_code"), py::arg("momentum"),
+        py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("l1"), py::arg("l2"), py::arg("lp"), py::arg("p"),
+        py::arg("tv"), py::arg("beta"), py::arg("tv_eps"), py::arg("clip_lo"), py::arg("clip_hi"), py::arg("out"),
+        py::arg("m_out"), py::arg("v_out"), py::arg("nxt"));
 }
