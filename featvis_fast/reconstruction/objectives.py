@@ -173,22 +173,41 @@ class Diversity(Objective):
         return -(sim.sum(dim=1) - sim.diagonal()) / (n - 1)
 
 
-def parse(spec: str | Objective, channels: dict[str, int] | None = None) -> Objective:
-    """An objective from a string (see the module docstring). channels: per layer, to expand "layer:*"."""
-    if isinstance(spec, Objective):
-        return spec
+def _terms(spec: str):
+    """(sign, term) for each +/- separated term of a string objective."""
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"an objective is an Objective or a string such as 'layer:37' or 'class:285', got {spec!r}")
-    total, sign, term = None, 1.0, ""
+    sign, term = 1.0, ""
     for ch in spec.replace(" ", "") + "+":
         if ch in "+-" and term and not term.endswith(("@", ",")):
-            piece = sign * _term(term, channels)
-            total = piece if total is None else total + piece
+            yield sign, term
             sign, term = (1.0 if ch == "+" else -1.0), ""
         elif ch in "+-" and not term:
             sign = -sign if ch == "-" else sign
         else:
             term += ch
+
+
+def layer_names(spec: str | Objective) -> list[str]:
+    """The layers an objective reads (for strings: before parsing, e.g. to look up channel counts)."""
+    if isinstance(spec, Objective):
+        return sorted(spec.layers)
+    names = []
+    for _, term in _terms(spec):
+        body = term.split("*", 1)[1] if "*" in term and not term.endswith(":*") else term
+        if not body.startswith("class:"):
+            names.append(body.rsplit(":", 1)[0] if ":" in body else body)
+    return list(dict.fromkeys(names))
+
+
+def parse(spec: str | Objective, channels: dict[str, int] | None = None) -> Objective:
+    """An objective from a string (see the module docstring). channels: per layer, to expand "layer:*"."""
+    if isinstance(spec, Objective):
+        return spec
+    total = None
+    for sign, term in _terms(spec):
+        piece = sign * _term(term, channels)
+        total = piece if total is None else total + piece
     return total
 
 

@@ -1,0 +1,62 @@
+"""fv.maximize (first version, the eager Lucid-style loop): it raises the target far above what
+the sample photos give it, is reproducible by seed, sets the batch from "layer:*", leaves the
+model unchanged, and names bad objectives clearly."""
+import pytest
+import torch
+from _backprop_models import ReluOnlyNet
+
+import featvis_fast as fv
+from featvis_fast.models import IMAGENET_MEAN, IMAGENET_STD, extract
+from featvis_fast.reconstruction.maximize import maximize
+
+MEAN, STD = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+
+
+def test_maximizing_a_channel_of_the_default_model_beats_the_sample_photos():
+    model, preprocess = fv.load_model()
+    layer, channel, size = "_blocks.4", 7, 64
+    images = maximize(model, f"{layer}:{channel}", steps=48, size=size, seed=0, progress=False)
+    assert images.shape == (1, 3, size, size) and images.min() >= 0 and images.max() <= 1
+    photos = torch.cat([preprocess(fv.sample_image(s).convert("RGB").resize((size, size)), size=size)
+                        for s in ("chelsea", "coffee", "astronaut")])
+    with torch.no_grad():
+        reached = extract(model, (images - MEAN) / STD, layer)[:, channel].mean()
+        natural = extract(model, photos, layer)[:, channel].mean(dim=(1, 2)).max()
+    assert reached > 2 * natural.abs() + 0.5, (float(reached), float(natural))
+
+
+def test_reproducible_by_seed_and_one_image_per_channel():
+    model = ReluOnlyNet()
+    a = maximize(model, "layer.0:3", steps=5, size=24, seed=4, progress=False)
+    b = maximize(model, "layer.0:3", steps=5, size=24, seed=4, progress=False)
+    c = maximize(model, "layer.0:3", steps=5, size=24, seed=5, progress=False)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    every = maximize(model, "layer.0:*", steps=2, size=24, param="pixel", transforms="none", progress=False)
+    assert every.shape == (16, 3, 24, 24)
+    combo = maximize(model, "layer.0:3 - 0.5*body.3 + 0.1*class:2", steps=2, size=24, batch=2, progress=False)
+    assert combo.shape == (2, 3, 24, 24)
+
+
+def test_the_model_is_left_unchanged():
+    model = ReluOnlyNet()
+    model.train()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    maximize(model, "class:1", steps=3, size=24, progress=False)
+    assert model.training
+    assert all(p.grad is None for p in model.parameters())
+    assert all(not m._forward_hooks for m in model.modules())
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items() if "num_batches" not in k)
+
+
+@pytest.mark.parametrize("objective,kwargs,match", [
+    ("nope:3", {}, "nope"),
+    ("layer.0:99", {}, "out of range for layer 'layer.0' with 16 channels"),
+    ("class:9", {}, "out of range for an output with 5 classes"),
+    ("layer.0:x", {}, "not an integer"),
+    ("layer.0:1", {"steps": 0}, "steps"),
+    ("layer.0:1", {"param": "wavelet"}, "param"),
+    ("layer.0:*", {"batch": 3}, "sets the batch to 16"),
+])
+def test_bad_arguments_give_clear_errors(objective, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        maximize(ReluOnlyNet(), objective, size=24, progress=False, **{"steps": 2, **kwargs})
