@@ -11,6 +11,8 @@ import torch
 from PIL import Image
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
+# what torch says when a model .view()s an activation that channels-last memory cannot view
+VIEW_ERROR = "view size is not compatible with input tensor's size and stride"
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 

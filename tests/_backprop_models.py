@@ -1,5 +1,6 @@
 """Test models for the backprop family: every rectifier spelling, and a hand-written reference
 that applies the rules at each rectifier call site explicitly (float64, unpacked masks)."""
+import contextlib
 import math
 
 import torch
@@ -133,3 +134,15 @@ class ReluOnlyNet(nn.Module):
         x = self.stem(x)
         x = self.post(x + self.body(x))
         return self.head(self.layer(self.pool(x)))
+
+
+@contextlib.contextmanager
+def rewrites_off():
+    """The forward rewrites switched off inside (the reference a rewritten call must equal)."""
+    from featvis_fast.backprop import set_forward_rewrites
+
+    previous = set_forward_rewrites(False)
+    try:
+        yield
+    finally:
+        set_forward_rewrites(previous)

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from _backprop_models import FORMS, FormNet, ReluOnlyNet, reference_attribution
+from _backprop_models import FORMS, FormNet, ReluOnlyNet, reference_attribution, rewrites_off
 
 import featvis_fast as fv
 from featvis_fast.backprop import _rewrite_calls, _rewrites
@@ -59,11 +59,8 @@ def test_later_calls_rewrite_and_still_equal_the_reference(rule, dtype, rewrite_
 def test_gradcam_rewrites_before_and_after_its_layer(rewrite_counts):
     model = ReluOnlyNet()
     x = torch.randn(2, 3, 12, 13, generator=torch.Generator().manual_seed(1))
-    _rewrites.set_forward_rewrites(False)
-    try:
+    with rewrites_off():
         plain = fv.gradcam(model, x, 3, "layer.0", relu=False)
-    finally:
-        _rewrites.set_forward_rewrites(True)
     first = fv.gradcam(model, x, 3, "layer.0", relu=False)
     second = fv.gradcam(model, x, 3, "layer.0", relu=False)
     assert rewrite_counts[0] == {}
@@ -147,11 +144,8 @@ def test_weights_changed_between_calls_are_used():
         model.stem[1].running_var.data.mul_(3.0)
         model.body[1].bias.data.add_(0.5)
     got = fv.guided_backprop(model, x, 1)
-    _rewrites.set_forward_rewrites(False)
-    try:
+    with rewrites_off():
         expected = fv.guided_backprop(model, x, 1)
-    finally:
-        _rewrites.set_forward_rewrites(True)
     assert_close(got, expected, 1e-5)
 
 
@@ -191,11 +185,8 @@ def test_unit_targets_use_the_plan_but_do_not_teach_it(rewrite_counts):
     got = fv.guided_backprop(model, x, unit)
     assert rewrite_counts[-1] == {"batch_norm": 2, "rectifier": 1}
     assert_close(first, got, 1e-6)
-    _rewrites.set_forward_rewrites(False)
-    try:
+    with rewrites_off():
         expected = fv.guided_backprop(model, x, unit)
-    finally:
-        _rewrites.set_forward_rewrites(True)
     assert_close(got, expected, 1e-5)
 
 
@@ -328,11 +319,8 @@ def test_reviewed_models_equal_rewrites_off_in_every_call(make):
         torch.manual_seed(0)
         model = _calibrated(make())
         state = {k: v.clone() for k, v in model.state_dict().items()}
-        _rewrites.set_forward_rewrites(False)
-        try:
+        with rewrites_off():
             expected = [method(model, x, 1) for x in xs]
-        finally:
-            _rewrites.set_forward_rewrites(True)
         model.load_state_dict(state)
         got = [method(model, x, 1) for x in xs]
         for g, e in zip(got, expected):
@@ -347,11 +335,8 @@ def test_a_mismatch_reraised_as_another_error_still_reruns():
     fv.saliency(model, x, 1)
     model.extra = True
     got = fv.saliency(model, x, 1)
-    _rewrites.set_forward_rewrites(False)
-    try:
+    with rewrites_off():
         expected = fv.saliency(model, x, 1)
-    finally:
-        _rewrites.set_forward_rewrites(True)
     assert_close(got, expected, 1e-6)
     assert fv.saliency(model, x, 1).shape == x.shape, "no lasting failure"
 
@@ -363,12 +348,9 @@ def test_the_rerun_draws_the_same_random_numbers():
     for seed in range(6):  # some seeds take the branch in the first attempt, some not
         torch.manual_seed(seed)
         got = fv.saliency(model, x, 1)
-        _rewrites.set_forward_rewrites(False)
-        try:
+        with rewrites_off():
             torch.manual_seed(seed)
             expected = fv.saliency(model, x, 1)
-        finally:
-            _rewrites.set_forward_rewrites(True)
         assert_close(got, expected, 1e-6)
 
 
@@ -400,22 +382,16 @@ def test_symmetric_zero_pads_fold_into_the_convolution(rewrite_counts):
     torch.manual_seed(0)
     model = _calibrated(_Padded())
     x = torch.randn(2, 3, 11, 12, generator=torch.Generator().manual_seed(11))
-    _rewrites.set_forward_rewrites(False)
-    try:
+    with rewrites_off():
         expected = fv.guided_backprop(model, x, 2)
         expected_cam = fv.gradcam(model, x, 2, "c3", relu=False)
-    finally:
-        _rewrites.set_forward_rewrites(True)
     for _ in range(3):
         assert_close(fv.guided_backprop(model, x, 2), expected, 1e-6)
     assert rewrite_counts[-1].get("pad") == 2, "the two symmetric pads fold; the asymmetric one does not"
     assert_close(fv.gradcam(model, x, 2, "c3", relu=False), expected_cam, 1e-5)
     model.mode = "pad output again"  # the stand-in for q is read: a mismatch, a rerun, then refused
-    _rewrites.set_forward_rewrites(False)
-    try:
+    with rewrites_off():
         expected = fv.guided_backprop(model, x, 2)
-    finally:
-        _rewrites.set_forward_rewrites(True)
     assert_close(fv.guided_backprop(model, x, 2), expected, 1e-6)
     assert_close(fv.guided_backprop(model, x, 2), expected, 1e-6)
     assert rewrite_counts[-1].get("pad") == 1
@@ -428,11 +404,8 @@ def test_fused_conv_activation_in_passes_without_gradient(form, rewrite_counts):
     """Occlusion's passes need no gradient: conv (+ folded BN) + rectifier run as one oneDNN call."""
     model = FormNet([form, form], width=6, seed=4)
     x = torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(12)) * 2
-    _rewrites.set_forward_rewrites(False)
-    try:
+    with rewrites_off():
         expected = fv.occlusion(model, x, 1, window=4, stride=4, progress=False)
-    finally:
-        _rewrites.set_forward_rewrites(True)
     fv.occlusion(model, x, 1, window=4, stride=4, progress=False)
     got = fv.occlusion(model, x, 1, window=4, stride=4, progress=False)
     assert rewrite_counts[-1].get("fused_activation") == 2

@@ -19,6 +19,7 @@ from .. import _backend
 from .. import _rectifier_reference as ref
 from .._cpu_cache import cached_cpu_memory
 from .._validate import check_model_and_batch
+from ..models import VIEW_ERROR
 from . import _rewrites
 from ._lean import fold_batch_norms
 from ._mode import RectifierRuleMode
@@ -35,7 +36,6 @@ def _forward_selected(model, x, target: Target) -> torch.Tensor:
     return select_unit(capture.result(), unit)
 
 
-_VIEW_ERROR = "view size is not compatible with input tensor's size and stride"
 
 
 def _in_best_layout(run, x: torch.Tensor):
@@ -51,7 +51,7 @@ def _in_best_layout(run, x: torch.Tensor):
         try:
             return run(x.contiguous(memory_format=torch.channels_last))
         except RuntimeError as exc:
-            if _VIEW_ERROR not in str(exc):
+            if VIEW_ERROR not in str(exc):
                 raise
         return run(x.contiguous())
 

@@ -70,6 +70,27 @@ def _check_boxes(boxes: torch.Tensor, n: int, planes: int, height: int, width: i
         raise ValueError(f"boxes must lie inside ({planes}, {height}, {width}) with y0 <= y1, x0 <= x1, c0 <= c1")
 
 
+def _copies(kind: str, x: torch.Tensor, fill: torch.Tensor, per_copy: tuple, src: torch.Tensor, backend: str,
+            reference) -> torch.Tensor:
+    """The shared tail of occlude / apply_masks: a batch of (N, C, H, W) copies in x's layout,
+    from the reference or from the kernel `kind`, which writes into a memory-order buffer."""
+    cl = channels_last(x)
+    module = _module_for(backend, x.dtype)
+    if module is None:
+        return reference().contiguous(memory_format=_layout(cl))
+    xv, fv = _memory_order(x, cl), _memory_order(fill, cl)
+    out = _empty((src.numel(),) + tuple(xv.shape[1:]), x.dtype, x.device)
+    if kind == "occlude":
+        module.occlude(xv, fv, src.contiguous(), per_copy[0].contiguous(), cl, out)
+    else:
+        module.apply_masks(xv, fv, per_copy[0].contiguous(), src.contiguous(), cl, out)
+    return _logical(out, cl)
+
+
+def _copies_fake(x: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
+    return x.new_empty((src.shape[0],) + tuple(x.shape[1:])).contiguous(memory_format=_layout(channels_last(x)))
+
+
 @torch.library.custom_op("featvis::occlude", mutates_args=())
 def occlude(x: torch.Tensor, fill: torch.Tensor, src: torch.Tensor, boxes: torch.Tensor,
             backend: str) -> torch.Tensor:
@@ -77,19 +98,12 @@ def occlude(x: torch.Tensor, fill: torch.Tensor, src: torch.Tensor, boxes: torch
     _check_images(x, fill)
     _check_index(src, x.shape[0])
     _check_boxes(boxes, src.numel(), x.shape[1], x.shape[2], x.shape[3])
-    cl = channels_last(x)
-    module = _module_for(backend, x.dtype)
-    if module is None:
-        return ref.occlude(x, fill, src, boxes).contiguous(memory_format=_layout(cl))
-    xv, fv = _memory_order(x, cl), _memory_order(fill, cl)
-    out = _empty((src.numel(),) + tuple(xv.shape[1:]), x.dtype, x.device)
-    module.occlude(xv, fv, src.contiguous(), boxes.contiguous(), cl, out)
-    return _logical(out, cl)
+    return _copies("occlude", x, fill, (boxes,), src, backend, lambda: ref.occlude(x, fill, src, boxes))
 
 
 @occlude.register_fake
 def _(x, fill, src, boxes, backend):
-    return x.new_empty((src.shape[0],) + tuple(x.shape[1:])).contiguous(memory_format=_layout(channels_last(x)))
+    return _copies_fake(x, src)
 
 
 @torch.library.custom_op("featvis::box_accumulate", mutates_args=())
@@ -150,16 +164,9 @@ def apply_masks(x: torch.Tensor, fill: torch.Tensor, masks: torch.Tensor, src: t
     if masks.shape != (src.numel(),) + tuple(x.shape[2:]) or masks.dtype != torch.float32:
         raise ValueError(f"masks must be ({src.numel()}, {x.shape[2]}, {x.shape[3]}) float32, "
                          f"got {masks.dtype} {tuple(masks.shape)}")
-    cl = channels_last(x)
-    module = _module_for(backend, x.dtype)
-    if module is None:
-        return ref.apply_masks(x, fill, masks, src).contiguous(memory_format=_layout(cl))
-    xv, fv = _memory_order(x, cl), _memory_order(fill, cl)
-    out = _empty((src.numel(),) + tuple(xv.shape[1:]), x.dtype, x.device)
-    module.apply_masks(xv, fv, masks.contiguous(), src.contiguous(), cl, out)
-    return _logical(out, cl)
+    return _copies("apply_masks", x, fill, (masks,), src, backend, lambda: ref.apply_masks(x, fill, masks, src))
 
 
 @apply_masks.register_fake
 def _(x, fill, masks, src, backend):
-    return x.new_empty((src.shape[0],) + tuple(x.shape[1:])).contiguous(memory_format=_layout(channels_last(x)))
+    return _copies_fake(x, src)

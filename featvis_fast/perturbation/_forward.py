@@ -12,9 +12,8 @@ from __future__ import annotations
 import torch
 
 from ..backprop.inference import rewritten_forward
-from ..models import _StopForward, find_module
+from ..models import VIEW_ERROR, _StopForward, find_module
 
-_VIEW_ERROR = "view size is not compatible with input tensor's size and stride"
 
 
 class _Replace:
@@ -87,7 +86,7 @@ def best_layout(x: torch.Tensor, probe_fn) -> torch.Tensor:
     try:
         probe_fn(cl)
     except RuntimeError as exc:
-        if _VIEW_ERROR not in str(exc):
+        if VIEW_ERROR not in str(exc):
             raise
         return x.contiguous()
     return cl
