@@ -1,7 +1,12 @@
-"""Activation maximization (Erhan et al. 2009; Olah et al. 2017), first version: Lucid's loop
-(parameterized image -> transforms -> normalize -> model up to the objective's layers ->
-objective -> Adam on the parameters). The fused step (featvis::ascent_step), CUDA graphs and the
-job runner come next (issue 6); this version runs the eager loop on any device.
+"""Activation maximization (Erhan et al. 2009; Yosinski et al. 2015; Olah et al. 2017, Lucid):
+images that make an objective (channel, neuron, layer, class logit, direction, diversity, and
+weighted sums) as large as possible.
+
+Each step: the parameters' jittered crop (written by the previous fused step) -> image (pixels
+or Lucid's decorrelated FFT) -> transforms (pad, jitter, scale, rotate; seeded) -> input
+normalization -> the model up to the objective's layers (objective_gradient: lean backward,
+forward rewrites) -> the objective's gradient -> `featvis::ascent_step` (regularizers, Adam or
+SGD, clipping, the next crop in one pass). The plain eager loop is featvis_fast.reconstruction._eager.
 
 maximize(model, objective, steps, ...) -> (N, 3, H, W) images in [0, 1]; N is set by the
 objective ("layer:*": one image per channel) or by `batch` (default 1).
@@ -11,27 +16,15 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
+from .._step_reference import Regularizers
 from ..models import IMAGENET_MEAN, IMAGENET_STD, extract, find_module
 from . import objectives as obj
+from ._ascent import StepSettings
+from ._run import Reconstruction, check_model, check_steps, eval_mode
 from .param import FFTParam, PixelParam
 from .transforms import preset
 
-def _capture(model, x, layers, need_output):
-    """({layer: activation}, output or None) with gradients; the forward stops after the last
-    layer when the output is not needed."""
-    if not need_output:
-        acts = extract(model, x, sorted(layers), grad=True)
-        return (acts if isinstance(acts, dict) else {next(iter(layers)): acts}), None
-    acts, handles = {}, []
-    for name in layers:
-        handles.append(find_module(model, name).register_forward_hook(
-            lambda m, i, o, name=name: acts.setdefault(name, o)))
-    try:
-        out = model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    return acts, out
+PARAMS = {"fft": FFTParam, "pixel": PixelParam}
 
 
 def resolve(model: torch.nn.Module, objective, size: tuple[int, int], device) -> obj.Objective:
@@ -55,42 +48,68 @@ def resolve(model: torch.nn.Module, objective, size: tuple[int, int], device) ->
     return parsed
 
 
-def maximize(model: torch.nn.Module, objective, steps: int = 512, *, batch: int | None = None, size=224,
-             param: str = "fft", transforms="standard", seed: int = 0, lr: float = 0.05,
-             mean=IMAGENET_MEAN, std=IMAGENET_STD, progress: bool = True) -> torch.Tensor:
-    """Images that maximize `objective` (an Objective or a string: "layer:37", "layer:*",
-    "class:285", "a:1 - 0.5*b"; see objectives) -> (N, 3, H, W) in [0, 1] on the model's device.
-    param: "fft" (decorrelated, Lucid's default) or "pixel"; transforms: "standard", "none" or a
-    list; mean / std: the model's input normalization (ImageNet's by default)."""
-    if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
-    if param not in ("fft", "pixel"):
-        raise ValueError(f"param must be 'fft' or 'pixel', got {param!r}")
-    h, w = (size, size) if isinstance(size, int) else tuple(size)
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()  # batch norm must use, and never update, its running statistics
-    try:
-        goal = resolve(model, objective, (h, w), device)
-        n = goal.images or batch or 1
-        if goal.images is not None and batch is not None and batch != goal.images:
-            raise ValueError(f"the objective sets the batch to {goal.images} images; batch={batch} disagrees")
-        gen = torch.Generator().manual_seed(seed)
-        image = (FFTParam if param == "fft" else PixelParam)(n, h, w, generator=gen, device=device)
+def regularizers_from(value) -> Regularizers:
+    """None, a Regularizers, or a dict of its fields (l1, l2, lp, p, tv, beta, tv_eps)."""
+    if value is None:
+        return Regularizers()
+    if isinstance(value, Regularizers):
+        return value
+    if isinstance(value, dict):
+        unknown = set(value) - set(Regularizers.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown regularizer(s) {sorted(unknown)}; known: l1, l2, lp, p, tv, beta, tv_eps")
+        return Regularizers(**value)
+    raise TypeError(f"regularizers must be a dict or Regularizers, got {type(value).__name__}")
+
+
+class Maximization(Reconstruction):
+    """One batch of images being maximized, step by step (see _run.Reconstruction)."""
+
+    def __init__(self, model: torch.nn.Module, objective, *, batch: int | None = None, size=224,
+                 param: str = "fft", transforms="standard", seed: int = 0, settings: StepSettings | None = None,
+                 mean=IMAGENET_MEAN, std=IMAGENET_STD, backend: str | None = None) -> None:
+        device = check_model(model)
+        if param not in PARAMS:
+            raise ValueError(f"param must be one of {tuple(PARAMS)}, got {param!r}")
+        h, w = (size, size) if isinstance(size, int) else tuple(size)
+        self.model = model
+        with eval_mode(model):
+            self.goal = resolve(model, objective, (h, w), device)
+        n = self.goal.images or batch or 1
+        if self.goal.images is not None and batch is not None and batch != self.goal.images:
+            raise ValueError(f"the objective sets the batch to {self.goal.images} images; batch={batch} disagrees")
+        settings = settings or StepSettings()
+        if param == "fft" and settings.jitter:
+            raise ValueError("jitter crops pixels; with param='fft' use the transforms' Jitter instead")
+        self.generator = torch.Generator().manual_seed(seed)
+        self.param = PARAMS[param](n, h, w, generator=self.generator, device=device)
         chain = preset(transforms)
         m = torch.tensor(mean, device=device).view(1, 3, 1, 1)
         s = torch.tensor(std, device=device).view(1, 3, 1, 1)
-        optimizer = torch.optim.Adam([image.tensor], lr=lr)
-        for _ in tqdm(range(steps), desc="maximize", disable=not progress, leave=False):
-            optimizer.zero_grad(set_to_none=True)
-            x = (chain(image.image(), gen) - m) / s
-            acts, out = _capture(model, x, goal.layers, goal.needs_output)
-            # only the image's gradient: nothing is computed for, or left on, the model's parameters
-            (image.tensor.grad,) = torch.autograd.grad(-goal(acts, out).sum(), [image.tensor])
-            optimizer.step()
-    finally:
-        model.train(was_training)
-    with torch.no_grad():
-        return image.image().detach()
+        self.start(self.param.flat(), settings,
+                   lambda crop: (chain(self.param.image_of(crop), self.generator) - m) / s,
+                   self.param.image_of, backend)
+
+
+def maximize(model: torch.nn.Module, objective, steps: int = 512, *, batch: int | None = None, size=224,
+             param: str = "fft", transforms="standard", seed: int = 0, lr: float = 0.05, optimizer: str = "adam",
+             regularizers=None, jitter: int = 0, blur_every: int = 0, blur_sigma: float = 0.5,
+             normalize_grad: bool = False, mean=IMAGENET_MEAN, std=IMAGENET_STD, backend: str | None = None,
+             progress: bool = True) -> torch.Tensor:
+    """Images that maximize `objective` (an Objective or a string: "layer:37", "layer:*",
+    "class:285", "a:1 - 0.5*b"; see objectives) -> (N, 3, H, W) in [0, 1] on the model's device.
+
+    param: "fft" (decorrelated, Lucid's default) or "pixel"; transforms: "standard", "none" or a
+    list; lr / optimizer ("adam", "sgd"): the update; regularizers: {"l1", "l2", "lp", "p", "tv",
+    "beta"} weights on the parameters (see featvis_fast._step_reference); jitter: a random crop
+    inside the fused step (pixel parameters only); blur_every / blur_sigma: a Gaussian blur of the
+    parameters every k steps; normalize_grad: per-image gradient normalization; mean / std: the
+    model's input normalization (ImageNet's by default)."""
+    check_steps(steps)
+    settings = StepSettings(optimizer=optimizer, lr=lr, regularizers=regularizers_from(regularizers), jitter=jitter,
+                            blur_every=blur_every, blur_sigma=blur_sigma, normalize=normalize_grad)
+    run = Maximization(model, objective, batch=batch, size=size, param=param, transforms=transforms, seed=seed,
+                       settings=settings, mean=mean, std=std, backend=backend)
+    with tqdm(total=steps, desc="maximize", disable=not progress, leave=False) as bar:
+        run.run(steps, bar.update)
+    return run.images()

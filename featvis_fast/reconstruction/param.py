@@ -53,7 +53,15 @@ class PixelParam:
         self.decorrelate, self.sigmoid = decorrelate, sigmoid
 
     def image(self) -> torch.Tensor:
-        return to_valid_rgb(self.tensor, decorrelate=self.decorrelate, sigmoid=self.sigmoid)
+        return self.image_of(self.tensor)
+
+    def flat(self) -> torch.Tensor:
+        """The parameters as an image-shaped (N, 3, H, W) tensor (what the fused step updates)."""
+        return self.tensor.detach()
+
+    def image_of(self, flat: torch.Tensor) -> torch.Tensor:
+        """(N, 3, h, w) parameters (any crop of `flat()`) -> the image in [0, 1]; differentiable."""
+        return to_valid_rgb(flat, decorrelate=self.decorrelate, sigmoid=self.sigmoid)
 
 
 class FFTParam:
@@ -70,10 +78,20 @@ class FFTParam:
         self.size = (height, width)
         self.decorrelate, self.sigmoid = decorrelate, sigmoid
 
-    def linear(self) -> torch.Tensor:
+    def linear(self, values: torch.Tensor | None = None) -> torch.Tensor:
         """(N, 3, H, W) before the colour transform: irfft2 of the scaled spectrum, / 4."""
-        spectrum = torch.view_as_complex(self.tensor.float().contiguous()) * self.scale
+        values = self.tensor if values is None else values
+        spectrum = torch.view_as_complex(values.float().contiguous()) * self.scale
         return torch.fft.irfft2(spectrum, s=self.size, norm="backward") / 4.0
 
     def image(self) -> torch.Tensor:
         return to_valid_rgb(self.linear(), decorrelate=self.decorrelate, sigmoid=self.sigmoid)
+
+    def flat(self) -> torch.Tensor:
+        """The spectrum as an image-shaped (N, 3, H, 2 (W // 2 + 1)) tensor (what the fused step updates)."""
+        return self.tensor.detach().flatten(-2)
+
+    def image_of(self, flat: torch.Tensor) -> torch.Tensor:
+        """flat() -> the image (N, 3, H, W) in [0, 1]; differentiable."""
+        values = flat.unflatten(-1, (flat.shape[-1] // 2, 2))
+        return to_valid_rgb(self.linear(values), decorrelate=self.decorrelate, sigmoid=self.sigmoid)
