@@ -1,4 +1,5 @@
-"""The `featvis` command: similarity heat maps, IFeaLiD export, the demo job, and backend status."""
+"""The `featvis` command: similarity heat maps, IFeaLiD export, the demo job, reconstruction jobs
+(maximize, invert; see job_commands), and backend status."""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +10,7 @@ from pathlib import Path
 import torch
 from PIL import ImageDraw
 
-from . import backends, extract, load_image, load_model, overlay
+from . import backends, extract, job_commands, load_image, load_model, overlay
 from .render import COLORMAPS
 from .similarity import METRICS, FeatureSimilarity
 
@@ -129,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--dtype", default="float16", choices=list(_DTYPES), help="feature cache precision")
     v.add_argument("--no-browser", action="store_true", help="print the URL without opening a browser")
     v.set_defaults(func=_cmd_serve)
+
+    job_commands.add_parsers(sub)
 
     b = sub.add_parser("backends", help="which kernel backends are available here")
     b.set_defaults(func=_cmd_backends)

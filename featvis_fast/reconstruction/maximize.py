@@ -27,25 +27,29 @@ from .transforms import preset
 PARAMS = {"fft": FFTParam, "pixel": PixelParam}
 
 
-def resolve(model: torch.nn.Module, objective, size: tuple[int, int], device) -> obj.Objective:
-    """The objective (parsed from a string with the model's channel counts) checked against the model."""
-    names = obj.layer_names(objective)
+def resolve_many(model: torch.nn.Module, objectives: list, size: tuple[int, int], device) -> list[obj.Objective]:
+    """Objectives (parsed from strings with the model's channel counts) checked against the model,
+    from one probe forward."""
+    names = list(dict.fromkeys(n for o in objectives for n in obj.layer_names(o)))
     for n in names:
         find_module(model, n)
     probe = torch.zeros(1, 3, *size, device=device)
     with torch.no_grad():
-        shapes = {n: tuple(a.shape[1:]) for n, a in
-                  (extract(model, probe, names) if len(names) > 1 else
-                   ({names[0]: extract(model, probe, names[0])} if names else {})).items()}
-        parsed = obj.parse(objective, channels={n: s[0] for n, s in shapes.items()})
-        extra = [n for n in parsed.layers if n not in shapes]
+        acts = extract(model, probe, names) if names else {}
+        shapes = {n: tuple(a.shape[1:]) for n, a in acts.items()}
+        parsed = [obj.parse(o, channels={n: s[0] for n, s in shapes.items()}) for o in objectives]
+        extra = sorted({n for p in parsed for n in p.layers} - set(shapes))
         if extra:
-            acts = extract(model, probe, extra)
-            acts = acts if isinstance(acts, dict) else {extra[0]: acts}
-            shapes.update({n: tuple(a.shape[1:]) for n, a in acts.items()})
-        classes = model(probe).reshape(1, -1).shape[1] if parsed.needs_output else None
-    parsed.validate(shapes, classes)
+            shapes.update({n: tuple(a.shape[1:]) for n, a in extract(model, probe, extra).items()})
+        classes = model(probe).reshape(1, -1).shape[1] if any(p.needs_output for p in parsed) else None
+    for p in parsed:
+        p.validate(shapes, classes)
     return parsed
+
+
+def resolve(model: torch.nn.Module, objective, size: tuple[int, int], device) -> obj.Objective:
+    """One objective (see resolve_many)."""
+    return resolve_many(model, [objective], size, device)[0]
 
 
 def regularizers_from(value) -> Regularizers:

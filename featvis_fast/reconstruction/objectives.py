@@ -9,7 +9,7 @@ batch of images is optimized to raise. Each objective maps the captured layer ac
     Direction(layer, v)       the mean over positions of <v, activation> (v: (C,))
     Diversity(layer)          minus each image's mean cosine similarity of its Gram matrix to the
                               other images' (Lucid's diversity term; needs N > 1)
-Objectives combine linearly: `a - 0.5 * b`, `2 * a + b`.
+Objectives combine linearly: `a - 0.5 * b`, `2 * a + b`. Each([o_1, ..., o_N]): image i maximizes o_i.
 Strings (`parse`): "layer:37" channel, "layer:*" every channel (one image each), "layer:37@3,4"
 neuron, "layer" DeepDream, "class:285" class logit; "+"/"-" combine terms.
 """
@@ -171,6 +171,28 @@ class Diversity(Objective):
         gram = F.normalize((flat @ flat.transpose(1, 2)).reshape(n, -1), dim=1)
         sim = gram @ gram.T
         return -(sim.sum(dim=1) - sim.diagonal()) / (n - 1)
+
+
+class Each(Objective):
+    """Image i maximizes objectives[i] (a job's batch of unrelated targets: one image per target)."""
+
+    def __init__(self, objectives: list[Objective]) -> None:
+        self.objectives = [_objective(o) for o in objectives]
+        if not self.objectives:
+            raise ValueError("Each needs at least one objective")
+        self.layers = frozenset().union(*(o.layers for o in self.objectives))
+        self.needs_output = any(o.needs_output for o in self.objectives)
+        self.images = len(self.objectives)
+
+    def __call__(self, acts, output):
+        return torch.cat([o({k: a[i:i + 1] for k, a in acts.items()}, None if output is None else output[i:i + 1])
+                          for i, o in enumerate(self.objectives)])
+
+    def validate(self, shapes, classes):
+        for o in self.objectives:
+            if o.images not in (None, 1):
+                raise ValueError(f"each target makes one image; {o!r} asks for {o.images}")
+            o.validate(shapes, classes)
 
 
 def _terms(spec: str):

@@ -1,0 +1,126 @@
+"""The reconstruction jobs of the `featvis` command (maximize, invert, class-agnostic): command-line
+arguments -> work units (featvis_fast.jobs) -> outputs. Every argument that changes the images is
+recorded in job.json, so a rerun with the same command resumes and a different one is refused."""
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+import torch
+
+from . import jobs
+from .images import load_image
+from .models import load_model
+from .reconstruction import objectives as obj
+from .reconstruction._ascent import StepSettings
+from .reconstruction.invert import Inversion, featurevis_settings
+from .reconstruction.maximize import Maximization, resolve_many
+
+
+def safe_name(text: str) -> str:
+    """A file stem for a target: characters other than letters, digits, '.', '_', '-' become '_'."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).lstrip(".") or "target"
+
+
+def _chunks(items: list, size: int) -> list[list]:
+    if size < 1:
+        raise ValueError(f"--batch must be >= 1, got {size}")
+    return [items[k:k + size] for k in range(0, len(items), size)]
+
+
+def expand_targets(model: torch.nn.Module, specs: list[str], size: int, device) -> list[str]:
+    """Objective strings, one per image: "layer:*" becomes "layer:0", "layer:1", ...; each is
+    checked against the model (unknown layer, channel out of range, bad syntax)."""
+    targets = []
+    for spec, parsed in zip(specs, resolve_many(model, specs, (size, size), device)):
+        if isinstance(parsed, obj.Sum) and len(parsed.terms) == 1 and parsed.terms[0][0] == 1.0:
+            parsed = parsed.terms[0][1]
+        if type(parsed) is obj.Channel and parsed.images:
+            targets += [f"{parsed.layer}:{int(c)}" for c in parsed.channel]
+        elif parsed.images not in (None, 1):
+            raise ValueError(f"objective {spec!r} asks for {parsed.images} images; a job makes one per target")
+        else:
+            targets.append(spec)
+    return targets
+
+
+def _common(args: argparse.Namespace) -> dict:
+    return {"model": args.model, "size": args.size, "batch": args.batch, "backend": args.backend}
+
+
+def maximize_units(args: argparse.Namespace, model, device) -> tuple[list[jobs.Unit], dict]:
+    targets = expand_targets(model, args.objective, args.size, device)
+    settings = StepSettings(optimizer=args.optimizer, lr=args.lr, jitter=args.jitter)
+    units = []
+    for k, chunk in enumerate(_chunks(targets, args.batch)):
+        def build(seed, chunk=chunk):
+            goal = obj.Each([obj.parse(t) for t in chunk])
+            return Maximization(model, goal, size=args.size, param=args.param, transforms=args.transforms, seed=seed,
+                                settings=settings, backend=args.backend)
+        units.append(jobs.Unit(k, [safe_name(t) for t in chunk], build))
+    described = {**_common(args), "method": "maximize", "targets": targets, "param": args.param,
+                 "transforms": args.transforms, "optimizer": args.optimizer, "lr": args.lr, "jitter": args.jitter}
+    return units, described
+
+
+def invert_units(args: argparse.Namespace, model, preprocess, device) -> tuple[list[jobs.Unit], dict]:
+    images = [(safe_name(Path(str(i)).stem), preprocess(load_image(i), size=args.size)) for i in args.images]
+    settings = featurevis_settings(args.size, args.size, p=args.p, lr=args.lr)
+    units = []
+    for k, chunk in enumerate(_chunks(images, args.batch)):
+        x = torch.cat([t for _, t in chunk]).to(device)
+        units.append(jobs.Unit(k, [n for n, _ in chunk],
+                               lambda seed, x=x: Inversion(model, x, args.layer, seed=seed, settings=settings,
+                                                           backend=args.backend)))
+    described = {**_common(args), "method": "invert", "images": [str(i) for i in args.images], "layer": args.layer,
+                 "p": args.p, "lr": args.lr}
+    return units, described
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.steps < 1:
+        raise ValueError(f"--steps must be >= 1, got {args.steps}")
+    device = jobs.job_device() if args.device is None else torch.device(args.device)
+    model, preprocess = load_model(args.model, device=device)
+    if args.command == "maximize":
+        units, described = maximize_units(args, model, device)
+    else:
+        units, described = invert_units(args, model, preprocess, device)
+    manifest = jobs.run_job(units, args.out, steps=args.steps, seed=args.seed, settings=described,
+                            checkpoint_every=args.checkpoint_every, progress=not args.no_progress)
+    if manifest is not None:
+        print(f"{len(manifest['targets'])} images, grid.png and manifest.json in {args.out}")
+    return 0
+
+
+def add_parsers(sub) -> None:
+    """The job subcommands, on the `featvis` parser's subparsers."""
+    m = sub.add_parser("maximize", help="activation maximization job (resumable; torchrun for many GPUs)")
+    m.add_argument("--objective", nargs="+", required=True,
+                   help='objectives, one image each: "_blocks.10:37", "_blocks.10:*" (every channel), "class:285", '
+                        '"_blocks.10:37 - 0.5*_blocks.10:3"')
+    m.add_argument("--steps", type=int, default=512)
+    m.add_argument("--size", type=int, default=224)
+    m.add_argument("--param", default="fft", choices=["fft", "pixel"])
+    m.add_argument("--transforms", default="standard", choices=["standard", "none"])
+    m.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
+    m.add_argument("--lr", type=float, default=0.05)
+    m.add_argument("--jitter", type=int, default=0, help="random crop inside the fused step (pixel param only)")
+    i = sub.add_parser("invert", help="network inversion job (FeatureVis preset; resumable)")
+    i.add_argument("images", nargs="+", help="image paths or sample names (astronaut, chelsea, coffee, rocket)")
+    i.add_argument("--layer", required=True, help="the layer whose features are matched, e.g. _blocks.6")
+    i.add_argument("--steps", type=int, default=100)
+    i.add_argument("--size", type=int, default=224)
+    i.add_argument("--p", type=float, default=6.0, help="the p of the p-norm regularizer")
+    i.add_argument("--lr", type=float, default=0.25)
+    for p, batch in ((m, 16), (i, 8)):
+        p.add_argument("--out", required=True, help="output directory (rerun the same command to resume)")
+        p.add_argument("--batch", type=int, default=batch, help="images optimized together (one work unit)")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--checkpoint-every", type=int, default=50, help="steps between checkpoints")
+        p.add_argument("--model", default="efficientnet-lite0")
+        p.add_argument("--device", default=None, help="default: cuda:LOCAL_RANK if CUDA is there, else cpu")
+        p.add_argument("--backend", default=None, choices=["cuda", "triton", "cpp", "torch"])
+        p.add_argument("--no-progress", action="store_true")
+        p.set_defaults(func=run)
