@@ -39,7 +39,7 @@ void check_offsets(const at::Tensor& t, const char* name, int64_t N, int64_t h, 
 
 struct Params {
   int64_t C, H, W, h, w, ch, cw;
-  bool adam;
+  bool adam, nesterov;
   float lr, momentum, b1, b2, eps, bc1, bc2;  // bc1/bc2: Adam's bias corrections 1 - beta^step
   float l1, l2, lp, p, tv, beta, tv_eps, lo, hi;
   int ip;  // p - 1 when it is an integer in [0, 64], else -1
@@ -128,7 +128,7 @@ void ascent_impl(const T* x, const float* g, const int32_t* offsets, const float
         } else {
           const float mn = q.momentum * m[off + j] + d;
           m_out[off + j] = mn;
-          xn = xv + q.lr * mn;
+          xn = xv + q.lr * (q.nesterov ? d + q.momentum * mn : mn);
         }
         if (q.clip) xn = std::min(std::max(xn, q.lo), q.hi);
         out[off + j] = static_cast<T>(xn);
@@ -158,8 +158,9 @@ void ascent_step(const at::Tensor& x, const at::Tensor& g, const at::Tensor& off
   TORCH_CHECK(dt == at::kFloat || dt == at::kHalf || dt == at::kBFloat16,
               "featvis_cpu: x must be float32, float16 or bfloat16, got ", dt);
   TORCH_CHECK(x.dim() == 4, "featvis_cpu: x must be (N, C, H, W), got ", x.dim(), "-D");
-  TORCH_CHECK(optimizer_code == kOptimizerSgd || optimizer_code == kOptimizerAdam,
-              "featvis_cpu: optimizer_code must be 0 (SGD) or 1 (Adam), got ", optimizer_code);
+  TORCH_CHECK(optimizer_code == kOptimizerSgd || optimizer_code == kOptimizerAdam ||
+                  optimizer_code == kOptimizerNesterov,
+              "featvis_cpu: optimizer_code must be 0 (SGD), 1 (Adam) or 2 (Nesterov), got ", optimizer_code);
   const bool adam = optimizer_code == kOptimizerAdam;
   TORCH_CHECK(!adam || step >= 1, "featvis_cpu: Adam's step counts from 1, got ", step);
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
@@ -189,6 +190,7 @@ void ascent_step(const at::Tensor& x, const at::Tensor& g, const at::Tensor& off
   Params q{};
   q.C = C, q.H = H, q.W = W, q.h = g.size(2), q.w = g.size(3), q.ch = nxt.size(2), q.cw = nxt.size(3);
   q.adam = adam;
+  q.nesterov = optimizer_code == kOptimizerNesterov;
   q.lr = static_cast<float>(lr), q.momentum = static_cast<float>(momentum);
   q.b1 = static_cast<float>(beta1), q.b2 = static_cast<float>(beta2), q.eps = static_cast<float>(eps);
   // the bias corrections in double, as the reference's Python scalars

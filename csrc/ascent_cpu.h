@@ -6,9 +6,11 @@
 //
 // All tensors contiguous NCHW on the CPU. x (N,C,H,W) f32/f16/bf16; g (N,C,h,w) f32 is the objective's
 // gradient of the crop at offsets (N,2) int32 (dy,dx) (zero outside it), times scale (N,) f32 per image;
-// m, m_out (N,C,H,W) f32; v, v_out likewise for Adam (optimizer_code 1), empty tensors for SGD (0).
+// m, m_out (N,C,H,W) f32; v, v_out likewise for Adam (optimizer_code 1), empty tensors for SGD (0) and
+// Nesterov (2).
 //   d  = g * scale - R'(x)      R' = gradient of the l1 / l2 / alpha-norm / beta-TV regularizers
 //   SGD:  m' = momentum m + d;  x' = x + lr m'
+//   Nesterov: m' = momentum m + d;  x' = x + lr (d + momentum m')
 //   Adam: m' = b1 m + (1-b1) d;  v' = b2 v + (1-b2) d^2;  x' = x + lr (m'/(1-b1^t)) / (sqrt(v'/(1-b2^t)) + eps)
 //   x' clamped to [clip_lo, clip_hi] when clip_lo <= clip_hi; out = x' rounded once to x's dtype;
 //   nxt (N,C,ch,cw) x dtype = out cropped at next_offsets.
@@ -24,6 +26,7 @@ namespace featvis::cpu {
 
 constexpr int64_t kOptimizerSgd = 0;
 constexpr int64_t kOptimizerAdam = 1;
+constexpr int64_t kOptimizerNesterov = 2;
 
 void ascent_step(const at::Tensor& x, const at::Tensor& g, const at::Tensor& offsets, const at::Tensor& scale,
                  const at::Tensor& m, const at::Tensor& v, const at::Tensor& next_offsets, int64_t step, double lr,

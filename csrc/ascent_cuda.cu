@@ -30,7 +30,7 @@ using featvis::cuda::to_float;
 struct Coeffs {
   float lr, momentum, beta1, one_m_beta1, beta2, one_m_beta2, bias1, bias2, eps;
   float l1, l2x2, lpp, lp_exp, tv, beta, tv_eps, tv_exp, clip_lo, clip_hi;
-  bool adam, use_l1, use_l2, use_lp, use_tv, clip;
+  bool adam, nesterov, use_l1, use_l2, use_lp, use_tv, clip;
 };
 
 __device__ __forceinline__ float add(float a, float b) { return __fadd_rn(a, b); }
@@ -109,7 +109,7 @@ ascent_kernel(const T* __restrict__ x, const float* __restrict__ g, const int32_
         v_out[base + off] = v_new;
       } else {
         m_new = add(mul(k.momentum, mv), d);
-        step = mul(k.lr, m_new);
+        step = mul(k.lr, k.nesterov ? add(d, mul(k.momentum, m_new)) : m_new);
       }
       m_out[base + off] = m_new;
       float xn = add(xc, step);
@@ -166,7 +166,9 @@ extern "C" int featvis_ascent_step_cuda(const void* x, const float* g, const int
       crop_h > H || crop_w < 0 || crop_w > W)
     return static_cast<int>(cudaErrorInvalidValue);
   const bool adam = params->optimizer == FEATVIS_OPTIMIZER_ADAM;
-  if (!adam && params->optimizer != FEATVIS_OPTIMIZER_SGD) return static_cast<int>(cudaErrorInvalidValue);
+  const bool nesterov = params->optimizer == FEATVIS_OPTIMIZER_NESTEROV;
+  if (!adam && !nesterov && params->optimizer != FEATVIS_OPTIMIZER_SGD)
+    return static_cast<int>(cudaErrorInvalidValue);
   if (N * C == 0 || H * W == 0) return 0;
   if (adam && (v == nullptr || v_out == nullptr)) return static_cast<int>(cudaErrorInvalidValue);
 
@@ -193,6 +195,7 @@ extern "C" int featvis_ascent_step_cuda(const void* x, const float* g, const int
   k.clip_lo = params->clip_lo;
   k.clip_hi = params->clip_hi;
   k.adam = adam;
+  k.nesterov = nesterov;
   k.use_l1 = params->l1 != 0.0f;
   k.use_l2 = params->l2 != 0.0f;
   k.use_lp = params->lp != 0.0f;

@@ -17,11 +17,12 @@ extern "C" {
 #define FEATVIS_OPTIMIZER_SGD 0  /* m' = momentum m + d;  x' = x + lr m' */
 #define FEATVIS_OPTIMIZER_ADAM 1 /* m' = b1 m + (1 - b1) d;  v' = b2 v + (1 - b2) d^2;
                                     x' = x + lr (m' / (1 - b1^step)) / (sqrt(v' / (1 - b2^step)) + eps) */
+#define FEATVIS_OPTIMIZER_NESTEROV 2 /* m' = momentum m + d;  x' = x + lr (d + momentum m') */
 
 /* Scalar settings of one step (host memory). Regularizer weights 0 switch their terms off;
  * clipping to [clip_lo, clip_hi] happens only when clip_lo <= clip_hi. */
 typedef struct featvis_ascent_params {
-  int optimizer;  /* FEATVIS_OPTIMIZER_SGD or FEATVIS_OPTIMIZER_ADAM */
+  int optimizer;  /* FEATVIS_OPTIMIZER_SGD, FEATVIS_OPTIMIZER_ADAM or FEATVIS_OPTIMIZER_NESTEROV */
   int64_t step;   /* from 1 (Adam's bias correction) */
   float lr, momentum, beta1, beta2, eps;
   float l1, l2, lp, p, tv, beta, tv_eps;
@@ -30,12 +31,12 @@ typedef struct featvis_ascent_params {
 
 /* x: (N, C, H, W) of `dtype`; g: (N, C, h, w) float32, the objective gradient of the crop at
  * offsets (N, 2) int32 (dy, dx), 0 outside it, times scale[n] ((N,) float32); m: float32 like x;
- * v: float32 like x (Adam; unused, may be NULL, for SGD). d = g * scale - grad R(x) with
- * R = l1 |x| + l2 x^2 + lp |x|^p + tv (a^2 + b^2 + tv_eps)^(beta / 2) per pixel (a, b: the forward
+ * v: float32 like x (Adam; unused, may be NULL, for SGD and Nesterov). d = g * scale - grad R(x)
+ * with R = l1 |x| + l2 x^2 + lp |x|^p + tv (a^2 + b^2 + tv_eps)^(beta / 2) per pixel (a, b: the forward
  * differences down and right, 0 on the last row / column), fp32 arithmetic without FMA
  * contraction in the update. Writes out (N, C, H, W) of `dtype` (rounded once), m_out float32,
- * v_out float32 (Adam; unused, may be NULL, for SGD) and nxt (N, C, crop_h, crop_w) of `dtype` =
- * out cropped at next_offsets (N, 2) int32; every element written. Offsets are NOT range-checked
+ * v_out float32 (Adam; unused, may be NULL, for SGD and Nesterov) and nxt (N, C, crop_h, crop_w) of
+ * `dtype` = out cropped at next_offsets (N, 2) int32; every element written. Offsets are NOT range-checked
  * here (the op layer validates them): a crop outside the image reads / writes out of bounds.
  * Inputs and outputs must not overlap. */
 int featvis_ascent_step_cuda(const void* x, const float* g, const int32_t* offsets, const float* scale,

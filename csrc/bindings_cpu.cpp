@@ -61,10 +61,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::call_guard<py::gil_scoped_release>());
   m.def("ascent_step", &featvis::cpu::ascent_step,
         "ascent_step(x (N,C,H,W) f32/f16/bf16, g (N,C,h,w) f32, offsets (N,2) int32, scale (N,) f32, m f32 like x, "
-        "v f32 like x (Adam) or (0,), next_offsets (N,2) int32, step, lr, optimizer_code 0=SGD 1=Adam, momentum, "
+        "v f32 like x (Adam) or (0,), next_offsets (N,2) int32, step, lr, optimizer_code 0=SGD 1=Adam 2=Nesterov, "
+        "momentum, "
         "beta1, beta2, eps, l1, l2, lp, p, tv, beta, tv_eps, clip_lo, clip_hi, out like x, m_out like m, v_out like v, "
         "nxt (N,C,crop_h,crop_w) x dtype) -> None. One fused step of featvis_fast._step_reference in fp32: "
-        "d = uncrop(g)*scale - regularizer grad; SGD/Adam update; clamp when clip_lo <= clip_hi; nxt = crop of out.",
+        "d = uncrop(g)*scale - regularizer grad; SGD/Adam/Nesterov update; clamp when clip_lo <= clip_hi; "
+        "nxt = crop of out.",
         py::arg("x"), py::arg("g"), py::arg("offsets"), py::arg("scale"), py::arg("m"), py::arg("v"),
         py::arg("next_offsets"), py::arg("step"), py::arg("lr"), py::arg("optimizer_code"), py::arg("momentum"),
         py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("l1"), py::arg("l2"), py::arg("lp"), py::arg("p"),

@@ -308,14 +308,15 @@ void ascent_step(const at::Tensor& x, const at::Tensor& g, const at::Tensor& off
   check_shape(m, "m", at::kFloat, x.sizes());
   check_shape(out, "out", s, x.sizes());
   check_shape(m_out, "m_out", at::kFloat, x.sizes());
-  TORCH_CHECK(optimizer_code == FEATVIS_OPTIMIZER_SGD || optimizer_code == FEATVIS_OPTIMIZER_ADAM,
-              "featvis_cuda: optimizer_code must be 0 (SGD) or 1 (Adam), got ", optimizer_code);
+  TORCH_CHECK(optimizer_code == FEATVIS_OPTIMIZER_SGD || optimizer_code == FEATVIS_OPTIMIZER_ADAM ||
+                  optimizer_code == FEATVIS_OPTIMIZER_NESTEROV,
+              "featvis_cuda: optimizer_code must be 0 (SGD), 1 (Adam) or 2 (Nesterov), got ", optimizer_code);
   const bool adam = optimizer_code == FEATVIS_OPTIMIZER_ADAM;
   if (adam) {
     check_shape(v, "v", at::kFloat, x.sizes());
     check_shape(v_out, "v_out", at::kFloat, x.sizes());
   } else {
-    TORCH_CHECK(v.numel() == 0 && v_out.numel() == 0, "featvis_cuda: v and v_out must be empty for SGD");
+    TORCH_CHECK(v.numel() == 0 && v_out.numel() == 0, "featvis_cuda: v and v_out must be empty for SGD and Nesterov");
   }
   TORCH_CHECK(nxt.dim() == 4 && nxt.size(0) == N && nxt.size(1) == C && nxt.size(2) >= 1 && nxt.size(2) <= H &&
                   nxt.size(3) >= 1 && nxt.size(3) <= W,
@@ -373,8 +374,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("apply_masks", &apply_masks, "out[n] = x[src[n]] * masks[n] + fill[src[n]] * (1 - masks[n]) (fp32)",
         py::arg("x"), py::arg("fill"), py::arg("masks"), py::arg("src"), py::arg("nhwc"), py::arg("out"));
   m.def("ascent_step", &ascent_step,
-        "one fused gradient-ascent step (SGD or Adam, l1/l2/lp/beta-TV regularizers, clip): writes out, m_out, "
-        "v_out (Adam) and nxt = out cropped at next_offsets",
+        "one fused gradient-ascent step (SGD, Adam or Nesterov, l1/l2/lp/beta-TV regularizers, clip): writes out, "
+        "m_out, v_out (Adam) and nxt = out cropped at next_offsets",
         py::arg("x"), py::arg("g"), py::arg("offsets"), py::arg("scale"), py::arg("m"), py::arg("v"),
         py::arg("next_offsets"), py::arg("step"), py::arg("lr"), py::arg("optimizer_code"), py::arg("momentum"),
         py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("l1"), py::arg("l2"), py::arg("lp"), py::arg("p"),

@@ -10,7 +10,7 @@ from .backprop import (Unit, deconvnet, gradcam, guided_backprop, guided_gradcam
 from .images import load_image, sample_image, sample_images
 from .models import Preprocess, extract, layer_names, load_model
 from .perturbation import occlusion, rise
-from .reconstruction import invert, maximize
+from .reconstruction import class_agnostic, invert, maximize
 from .render import attribution_heatmap, colorize, colormap, grid, overlay, signed_map
 from .similarity import METRICS, FeatureSimilarity
 
@@ -20,5 +20,5 @@ __all__ = [
     "BackendUnavailableError", "FeatureSimilarity", "METRICS", "Preprocess", "Unit", "attribution_heatmap",
     "backends", "colorize", "empty_cpu_cache",
     "colormap", "deconvnet", "extract", "gradcam", "grid", "guided_backprop", "guided_gradcam", "layer_names", "lrp",
-    "invert", "load_image", "load_model", "maximize", "occlusion", "overlay", "rise", "saliency", "sample_image", "sample_images", "signed_map",
+    "class_agnostic", "invert", "load_image", "load_model", "maximize", "occlusion", "overlay", "rise", "saliency", "sample_image", "sample_images", "signed_map",
 ]

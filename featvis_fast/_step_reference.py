@@ -14,6 +14,7 @@ crop of x at `offsets`, see `crop`):
     g = g / (mean|g| + 1e-8)  per image      when normalize (Lucid-style gradient normalization)
     d = g - grad(regularizers)(x)            ascent on the objective, descent on the regularizers
     SGD:  m = momentum * m + d;  x = x + lr * m            (torch.optim.SGD on -d, no dampening)
+    Nesterov: m = momentum * m + d;  x = x + lr * (d + momentum * m)   (torch.optim.SGD(nesterov=True) on -d)
     Adam: m = b1 m + (1 - b1) d;  v = b2 v + (1 - b2) d^2;
           x = x + lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)   (torch.optim.Adam on -d)
     x = clamp(x, lo, hi)                     when clip is given
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-OPTIMIZERS = ("sgd", "adam")
+OPTIMIZERS = ("sgd", "adam", "nesterov")
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,8 @@ def ascent_step(x: torch.Tensor, grad_crop: torch.Tensor, offsets: torch.Tensor,
                 regularizers: Regularizers = Regularizers(), clip: tuple[float, float] | None = None,
                 next_offsets: torch.Tensor | None = None, crop_size: tuple[int, int] | None = None):
     """One step (see the module docstring) -> (x, m, v, next input). step counts from 1 (Adam's
-    bias correction); m, v: float32 (float64 for float64 x) states shaped like x (v None for SGD)."""
+    bias correction); m, v: float32 (float64 for float64 x) states shaped like x (v None for SGD and
+    Nesterov)."""
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
     wide = torch.float64 if x.dtype == torch.float64 else torch.float32
@@ -116,6 +118,9 @@ def ascent_step(x: torch.Tensor, grad_crop: torch.Tensor, offsets: torch.Tensor,
     if optimizer == "sgd":
         m = momentum * m + d
         xw = xw + lr * m
+    elif optimizer == "nesterov":
+        m = momentum * m + d
+        xw = xw + lr * (d + momentum * m)
     else:
         b1, b2 = betas
         m = b1 * m + (1 - b1) * d

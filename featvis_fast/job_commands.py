@@ -14,6 +14,7 @@ from .images import load_image
 from .models import load_model
 from .reconstruction import objectives as obj
 from .reconstruction._ascent import StepSettings
+from .reconstruction.class_agnostic import ClassAgnostic
 from .reconstruction.invert import Inversion, featurevis_settings
 from .reconstruction.maximize import Maximization, resolve_many
 
@@ -46,7 +47,8 @@ def expand_targets(model: torch.nn.Module, specs: list[str], size: int, device) 
 
 
 def _common(args: argparse.Namespace) -> dict:
-    return {"model": args.model, "size": args.size, "batch": args.batch, "backend": args.backend}
+    return {"model": args.model, "size": args.size, "batch": args.batch, "backend": args.backend,
+            "autocast": args.autocast}
 
 
 def maximize_units(args: argparse.Namespace, model, device) -> tuple[list[jobs.Unit], dict]:
@@ -57,7 +59,7 @@ def maximize_units(args: argparse.Namespace, model, device) -> tuple[list[jobs.U
         def build(seed, chunk=chunk):
             goal = obj.Each([obj.parse(t) for t in chunk])
             return Maximization(model, goal, size=args.size, param=args.param, transforms=args.transforms, seed=seed,
-                                settings=settings, backend=args.backend)
+                                settings=settings, backend=args.backend, autocast=args.autocast)
         units.append(jobs.Unit(k, [safe_name(t) for t in chunk], build))
     described = {**_common(args), "method": "maximize", "targets": targets, "param": args.param,
                  "transforms": args.transforms, "optimizer": args.optimizer, "lr": args.lr, "jitter": args.jitter}
@@ -72,9 +74,43 @@ def invert_units(args: argparse.Namespace, model, preprocess, device) -> tuple[l
         x = torch.cat([t for _, t in chunk]).to(device)
         units.append(jobs.Unit(k, [n for n, _ in chunk],
                                lambda seed, x=x: Inversion(model, x, args.layer, seed=seed, settings=settings,
-                                                           backend=args.backend)))
+                                                           backend=args.backend, autocast=args.autocast)))
     described = {**_common(args), "method": "invert", "images": [str(i) for i in args.images], "layer": args.layer,
                  "p": args.p, "lr": args.lr}
+    return units, described
+
+
+def _image_paths(items: list[str]) -> list[str]:
+    """Paths or sample names; a directory stands for its .jpg / .jpeg / .png files (sorted)."""
+    out = []
+    for item in items:
+        if Path(item).is_dir():
+            found = sorted(str(p) for p in Path(item).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+            if not found:
+                raise ValueError(f"directory {item!r} holds no .jpg or .png images")
+            out += found
+        else:
+            out.append(item)
+    return out
+
+
+def class_agnostic_units(args: argparse.Namespace, model, preprocess, device) -> tuple[list[jobs.Unit], dict]:
+    paths = _image_paths(args.images)
+    if len(paths) < 2:
+        raise ValueError(f"class-agnostic visualization clusters images: give 2 or more, got {len(paths)}")
+    x = torch.cat([preprocess(load_image(p), size=args.size) for p in paths]).to(device)
+    clusters = min(args.clusters, len(paths))  # what the clustering makes (see _clusters.find_facets)
+    options = dict(steps=args.steps, size=args.size, clusters=args.clusters, per_cluster=args.per_cluster,
+                   top_channels=args.top_channels, pca=args.pca, penalty=args.penalty, seed=args.seed,
+                   backend=args.backend)
+    units = []
+    for k, chunk in enumerate(_chunks(list(range(clusters)), args.batch)):
+        # every unit clusters with the job's seed (the same facets); the optimization draws nothing
+        units.append(jobs.Unit(k, [f"cluster-{c:02d}" for c in chunk],
+                               lambda seed, chunk=chunk: ClassAgnostic(model, x, args.layer, only=chunk, **options)))
+    described = {**_common(args), "method": "class-agnostic", "images": paths, "layer": args.layer,
+                 "clusters": args.clusters, "per_cluster": args.per_cluster, "top_channels": args.top_channels,
+                 "pca": args.pca, "penalty": args.penalty, "preset": "stergiou"}
     return units, described
 
 
@@ -85,8 +121,10 @@ def run(args: argparse.Namespace) -> int:
     model, preprocess = load_model(args.model, device=device)
     if args.command == "maximize":
         units, described = maximize_units(args, model, device)
-    else:
+    elif args.command == "invert":
         units, described = invert_units(args, model, preprocess, device)
+    else:
+        units, described = class_agnostic_units(args, model, preprocess, device)
     manifest = jobs.run_job(units, args.out, steps=args.steps, seed=args.seed, settings=described,
                             checkpoint_every=args.checkpoint_every, progress=not args.no_progress)
     if manifest is not None:
@@ -114,7 +152,18 @@ def add_parsers(sub) -> None:
     i.add_argument("--size", type=int, default=224)
     i.add_argument("--p", type=float, default=6.0, help="the p of the p-norm regularizer")
     i.add_argument("--lr", type=float, default=0.25)
-    for p, batch in ((m, 16), (i, 8)):
+    c = sub.add_parser("class-agnostic", help="class-agnostic visualization job (Stergiou 2021 preset; resumable)")
+    c.add_argument("images", nargs="+", help="image paths, directories of .jpg/.png, or sample names")
+    c.add_argument("--layer", required=True, help="the layer visualized, e.g. _blocks.15")
+    c.add_argument("--steps", type=int, default=2001)
+    c.add_argument("--size", type=int, default=512)
+    c.add_argument("--clusters", type=int, default=10)
+    c.add_argument("--per-cluster", type=int, default=10, help="images blended into each cluster's target")
+    c.add_argument("--top-channels", type=int, default=50)
+    c.add_argument("--pca", type=int, default=50, help="PCA components before t-SNE")
+    c.add_argument("--penalty", default=None, help="module whose input gets the L1 penalty (default: the "
+                                                   "last convolution inside --layer)")
+    for p, batch in ((m, 16), (i, 8), (c, 10)):
         p.add_argument("--out", required=True, help="output directory (rerun the same command to resume)")
         p.add_argument("--batch", type=int, default=batch, help="images optimized together (one work unit)")
         p.add_argument("--seed", type=int, default=0)
@@ -122,5 +171,6 @@ def add_parsers(sub) -> None:
         p.add_argument("--model", default="efficientnet-lite0")
         p.add_argument("--device", default=None, help="default: cuda:LOCAL_RANK if CUDA is there, else cpu")
         p.add_argument("--backend", default=None, choices=["cuda", "triton", "cpp", "torch"])
+        p.add_argument("--autocast", default=None, choices=["bf16", "fp16"], help="run the model under autocast")
         p.add_argument("--no-progress", action="store_true")
         p.set_defaults(func=run)

@@ -5,8 +5,8 @@ featvis_fast._step_reference; calling convention: featvis_fast.ops.ascent).
 and the six neighbours the beta-TV gradient needs, the objective gradient of the previous crop
 (0 outside it, times scale[n]), the optimizer state, and writes the new image, the new state and
 the pixel's place in the next jittered crop (when it falls inside). Regularizers with weight 0,
-Adam and clipping are constexpr switches. Powers go through exp2/log2 (libdevice does not run
-under the interpreter), with |x| = 0 handled as pow does. Arithmetic is fp32 without FMA
+Adam, Nesterov and clipping are constexpr switches. Powers go through exp2/log2 (libdevice does
+not run under the interpreter), with |x| = 0 handled as pow does. Arithmetic is fp32 without FMA
 contraction (IEEE division and square root), rounded once on store; bf16 results are rounded to
 nearest-even in fp32 bits first (`_round_bf16`: the interpreter's fp32 -> bf16 conversion truncates).
 """
@@ -38,8 +38,9 @@ def _tv_weight(a, b, tv_eps, beta, tv_exp):
 def _ascent_kernel(x_ptr, g_ptr, off_ptr, scale_ptr, m_ptr, v_ptr, noff_ptr, out_ptr, m_out_ptr, v_out_ptr, nxt_ptr,
                    C, H, W, gh, gw, ch, cw, lr, momentum, beta1, one_m_beta1, beta2, one_m_beta2, bias1, bias2, eps,
                    l1, l2x2, lpp, lp_exp, tv, beta, tv_eps, tv_exp, clip_lo, clip_hi,
-                   ADAM: tl.constexpr, L1: tl.constexpr, L2: tl.constexpr, LP: tl.constexpr, TV: tl.constexpr,
-                   CLIP: tl.constexpr, ROUND_BF16: tl.constexpr, BLOCK: tl.constexpr):
+                   ADAM: tl.constexpr, NESTEROV: tl.constexpr, L1: tl.constexpr, L2: tl.constexpr,
+                   LP: tl.constexpr, TV: tl.constexpr, CLIP: tl.constexpr, ROUND_BF16: tl.constexpr,
+                   BLOCK: tl.constexpr):
     pl = tl.program_id(0).to(tl.int64)  # n * C + c
     n = pl // C
     plane = H * W
@@ -107,7 +108,10 @@ def _ascent_kernel(x_ptr, g_ptr, off_ptr, scale_ptr, m_ptr, v_ptr, noff_ptr, out
         tl.store(v_out_ptr + base + offs, v_new, mask=inside)
     else:
         m_new = momentum * mv + d
-        step = lr * m_new
+        if NESTEROV:
+            step = lr * (d + momentum * m_new)
+        else:
+            step = lr * m_new
     tl.store(m_out_ptr + base + offs, m_new, mask=inside)
     xn = xc + step
     if CLIP:
@@ -138,11 +142,11 @@ def ascent_step_triton(x: torch.Tensor, g: torch.Tensor, offsets: torch.Tensor, 
                        nxt: torch.Tensor) -> None:
     """All contiguous NCHW. x (N, C, H, W) fp32/fp16/bf16; g (N, C, h, w) fp32, the objective gradient
     of the crop at offsets (N, 2) int32 (dy, dx); scale (N,) fp32 multiplies g[n]; m fp32 like x; v fp32
-    like x (Adam) or empty (SGD); optimizer_code 0 = SGD, 1 = Adam. Writes out (x's dtype), m_out,
-    v_out (Adam; empty for SGD) and nxt (N, C, crop_h, crop_w) = out cropped at next_offsets.
-    Clips to [clip_lo, clip_hi] only when clip_lo <= clip_hi."""
-    if optimizer_code not in (0, 1):
-        raise ValueError(f"optimizer_code must be 0 (SGD) or 1 (Adam), got {optimizer_code}")
+    like x (Adam) or empty (SGD, Nesterov); optimizer_code 0 = SGD, 1 = Adam, 2 = Nesterov. Writes out
+    (x's dtype), m_out, v_out (Adam; empty otherwise) and nxt (N, C, crop_h, crop_w) = out cropped at
+    next_offsets. Clips to [clip_lo, clip_hi] only when clip_lo <= clip_hi."""
+    if optimizer_code not in (0, 1, 2):
+        raise ValueError(f"optimizer_code must be 0 (SGD), 1 (Adam) or 2 (Nesterov), got {optimizer_code}")
     n, c, h, w = x.shape
     gh, gw = g.shape[-2:]
     ch, cw = nxt.shape[-2:]
@@ -162,5 +166,5 @@ def ascent_step_triton(x: torch.Tensor, g: torch.Tensor, offsets: torch.Tensor, 
         1.0 - float(beta2), float(bias1), float(bias2), float(eps), float(l1), 2.0 * float(l2), float(lp) * float(p),
         float(p) - 1.0, float(tv), float(beta), float(tv_eps), float(beta) / 2.0 - 1.0, float(clip_lo),
         float(clip_hi),
-        ADAM=adam, L1=l1 != 0, L2=l2 != 0, LP=lp != 0, TV=tv != 0, CLIP=clip_lo <= clip_hi,
-        ROUND_BF16=out.dtype == torch.bfloat16, BLOCK=block, enable_fp_fusion=False)
+        ADAM=adam, NESTEROV=optimizer_code == 2, L1=l1 != 0, L2=l2 != 0, LP=lp != 0, TV=tv != 0,
+        CLIP=clip_lo <= clip_hi, ROUND_BF16=out.dtype == torch.bfloat16, BLOCK=block, enable_fp_fusion=False)

@@ -1,5 +1,5 @@
 """Each backend of featvis::ascent_step against the float64 reference (featvis_fast._step_reference):
-odd sizes, fp32/fp16/bf16 images, SGD and Adam, every regularizer, normalization, clipping,
+odd sizes, fp32/fp16/bf16 images, SGD, Nesterov and Adam, every regularizer, normalization, clipping,
 outputs poisoned before the kernel runs."""
 import pytest
 import torch
@@ -12,6 +12,7 @@ DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 CASES = {
     "sgd": dict(optimizer="sgd", normalize=False, l1=0.0, l2=0.0, lp=0.0, tv=0.0, clip=None),
     "sgd-all": dict(optimizer="sgd", normalize=True, l1=0.01, l2=0.02, lp=0.001, tv=0.05, clip=(-1.5, 1.5)),
+    "nesterov-all": dict(optimizer="nesterov", normalize=True, l1=0.01, l2=0.02, lp=0.001, tv=0.05, clip=(-1.5, 1.5)),
     "adam-all": dict(optimizer="adam", normalize=True, l1=0.01, l2=0.02, lp=0.001, tv=0.05, clip=(-1.5, 1.5)),
     "adam-tv1": dict(optimizer="adam", normalize=False, l1=0.0, l2=0.0, lp=0.0, tv=0.2, clip=None, beta=1.0),
 }
@@ -70,5 +71,7 @@ def test_bad_arguments_give_clear_errors(backend):
         ascent_step(x, g, offsets, m, None, nxt, optimizer="rmsprop", **base)
     with pytest.raises(ValueError, match="optimizer state"):
         ascent_step(x, g, offsets, m, None, nxt, optimizer="adam", **base)
+    out, _, v, _ = ascent_step(x, g, offsets, m, None, nxt, optimizer="nesterov", **base)
+    assert v.numel() == 0 and torch.isfinite(out).all(), "Nesterov keeps no second moment"
     with pytest.raises(ValueError, match="outside"):
         ascent_step(x, g, torch.tensor([[5, 0], [0, 0]], dtype=torch.int32), m, None, nxt, optimizer="sgd", **base)

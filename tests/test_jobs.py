@@ -108,3 +108,29 @@ def test_an_inversion_job_makes_one_png_per_input_image(tmp_path):
     assert [t["name"] for t in manifest["targets"]] == ["chelsea", "coffee", "astronaut"]
     assert all(t["value"] < 0 for t in manifest["targets"])  # minus the feature error
     assert len(unit_images(tmp_path)) == 2 and unit_images(tmp_path)[0].shape == (2, 3, 32, 32)
+
+
+def test_a_class_agnostic_job_shards_clusters_over_units(tmp_path):
+    """Each unit clusters with the job's seed (the same facets) and optimizes its own clusters, as
+    ClassAgnostic(only=...) does in one process. (A cluster's image depends on its batch's
+    composition only through rounding, which the chaotic ascent amplifies: units are fixed by
+    --batch, never by the number of processes.)"""
+    import featvis_fast as fv
+    from featvis_fast.reconstruction import ClassAgnostic
+
+    samples = ["chelsea", "coffee", "astronaut", "rocket"]
+    args = ["class-agnostic", *samples, "--layer", "_blocks.6", "--steps", "6", "--size", "48", "--clusters", "3",
+            "--per-cluster", "2", "--top-channels", "8", "--pca", "3", "--batch", "2", "--no-progress"]
+    done = featvis(args, tmp_path)
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert [t["name"] for t in manifest["targets"]] == ["cluster-00", "cluster-01", "cluster-02"]
+    model, preprocess = fv.load_model()
+    x = torch.cat([preprocess(fv.sample_image(s), size=48) for s in samples])
+    for only, images in zip(([0, 1], [2]), unit_images(tmp_path), strict=True):
+        run = ClassAgnostic(model, x, "_blocks.6", 6, size=48, clusters=3, per_cluster=2, top_channels=8, pca=3,
+                            only=only)
+        run.run(6)
+        assert torch.allclose(images, run.images(), atol=1e-4)
+        values = [t["value"] for t in manifest["targets"] if t["unit"] == (only[0] // 2)]
+        assert torch.allclose(torch.tensor(values), run.scores.cpu(), rtol=1e-4)

@@ -41,14 +41,14 @@ def _setup(seed=1, n=2, size=(3, 12, 10), crop=(8, 7)):
     return x, g, offsets
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "nesterov"])
 @pytest.mark.parametrize("normalize", [False, True])
 def test_steps_equal_torch_optim_on_the_negated_direction(optimizer, normalize):
     x, _, _ = _setup()
     r = ref.Regularizers(l2=0.1, tv=0.2, lp=0.01, p=6.0)
     param = x.clone().requires_grad_()
-    opt = (torch.optim.SGD([param], lr=0.05, momentum=0.8) if optimizer == "sgd"
-           else torch.optim.Adam([param], lr=0.05, betas=(0.8, 0.95), eps=1e-8))
+    opt = (torch.optim.Adam([param], lr=0.05, betas=(0.8, 0.95), eps=1e-8) if optimizer == "adam"
+           else torch.optim.SGD([param], lr=0.05, momentum=0.8, nesterov=optimizer == "nesterov"))
     mine, m = x.clone(), torch.zeros_like(x)
     v = torch.zeros_like(x) if optimizer == "adam" else None
     for step in range(1, 4):
@@ -63,6 +63,18 @@ def test_steps_equal_torch_optim_on_the_negated_direction(optimizer, normalize):
         mine, m, v, _ = ref.ascent_step(mine, g, offsets, m, v, step=step, lr=0.05, optimizer=optimizer, momentum=0.8,
                                         betas=(0.8, 0.95), normalize=normalize, regularizers=r)
         assert torch.allclose(mine, param.detach(), rtol=1e-10, atol=1e-12), f"step {step}"
+
+
+def test_nesterov_looks_ahead_along_the_momentum():
+    """From the second step on, Nesterov's update differs from plain momentum's by lr * momentum^2 * m."""
+    x, g, offsets = _setup()
+    m0 = torch.randn_like(x)
+    plain, m_plain, _, _ = ref.ascent_step(x, g, offsets, m0, None, step=2, lr=0.1, optimizer="sgd", momentum=0.9)
+    ahead, m_ahead, _, _ = ref.ascent_step(x, g, offsets, m0, None, step=2, lr=0.1, optimizer="nesterov", momentum=0.9)
+    d = ref.uncrop(g, offsets, 12, 10)
+    assert torch.equal(m_plain, m_ahead)
+    assert torch.allclose(ahead - x, 0.1 * (d + 0.9 * m_ahead), rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(ahead, plain)
 
 
 def test_clip_and_next_crop():

@@ -13,7 +13,7 @@ import torch
 from .. import _extensions
 from .. import _step_reference as ref
 
-OPTIMIZER_CODES = {"sgd": 0, "adam": 1}
+OPTIMIZER_CODES = {"sgd": 0, "adam": 1, "nesterov": 2}
 
 
 def _empty(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -56,7 +56,8 @@ def ascent_step(x: torch.Tensor, grad_crop: torch.Tensor, offsets: torch.Tensor,
                 lp: float, p: float, tv: float, beta: float, tv_eps: float, clip_lo: float, clip_hi: float,
                 crop_h: int, crop_w: int, backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
                                                                  torch.Tensor]:
-    """-> (x, m, v (empty for SGD), next jittered crop (N, C, crop_h, crop_w)). clip_lo > clip_hi: no clipping."""
+    """-> (x, m, v (empty for SGD and Nesterov), next jittered crop (N, C, crop_h, crop_w)).
+    clip_lo > clip_hi: no clipping."""
     if optimizer not in OPTIMIZER_CODES:
         raise ValueError(f"optimizer must be one of {tuple(OPTIMIZER_CODES)}, got {optimizer!r}")
     _check(x, grad_crop, offsets, m, v, next_offsets, optimizer, crop_h, crop_w)

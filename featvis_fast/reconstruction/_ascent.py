@@ -2,7 +2,8 @@
 `featvis::ascent_step` (semantics: featvis_fast._step_reference): the parameter tensor x
 (N, C, H, W), the optimizer's float32 state, the step count, the jitter offsets of the crop the
 model sees next, and the torch.Generator every random draw comes from. `state_dict()` holds all of
-it, so a run restored from a checkpoint continues exactly as the uninterrupted one.
+it, so a run restored from a checkpoint continues exactly as the uninterrupted one. A schedule
+(step -> StepSettings, a pure function of the step number) may change the settings step by step.
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from ._filters import gaussian_blur
 
 @dataclass(frozen=True)
 class StepSettings:
-    """optimizer: "sgd" (momentum, FeatureVis / Mahendran & Vedaldi) or "adam" (Lucid).
+    """optimizer: "sgd" (momentum, FeatureVis / Mahendran & Vedaldi), "nesterov" (SGD with Nesterov
+    momentum, Stergiou 2021) or "adam" (Lucid).
     normalize: divide each image's gradient by its mean magnitude. regularizers: weights on x
     (see _step_reference). clip: (lo, hi) or None. jitter: the model sees a random
     (H - jitter, W - jitter) crop of x each step. blur_every / blur_sigma: Gaussian blur of x
@@ -52,16 +54,18 @@ class StepSettings:
 
 class Ascent:
     """x0: (N, C, H, W) starting parameters (copied); the crop the model sees is
-    (N, C, H - jitter, W - jitter)."""
+    (N, C, H - jitter, W - jitter). schedule: step (from 1) -> the StepSettings of that step,
+    consulted before each step (a pure function of the step, so that a restored run continues
+    exactly); it must keep `settings`' optimizer and jitter."""
 
     def __init__(self, x0: torch.Tensor, settings: StepSettings, generator: torch.Generator, *,
-                 backend: str | None = None) -> None:
+                 backend: str | None = None, schedule: Callable[[int], StepSettings] | None = None) -> None:
         if x0.dim() != 4:
             raise ValueError(f"x0 must be (N, C, H, W), got {tuple(x0.shape)}")
         h, w = x0.shape[-2:]
         if settings.jitter >= min(h, w):
             raise ValueError(f"jitter {settings.jitter} leaves no crop of a {h}x{w} image")
-        self.settings, self.generator = settings, generator
+        self.settings, self.generator, self.schedule = settings, generator, schedule
         self.backend = _backend.resolve_backend(backend, x0.device)
         self.x = x0.detach().float().contiguous().clone()
         self.m = torch.zeros_like(self.x)
@@ -88,6 +92,8 @@ class Ascent:
 
     def advance(self, gradient: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         """One step: gradient(crop) -> (scores (N,), d scores / d crop); returns the scores."""
+        if self.schedule is not None:
+            self.settings = self._scheduled(self.step + 1)
         s, r = self.settings, self.settings.regularizers
         scores, grad = gradient(self.crop)
         if not torch.isfinite(grad).all():
@@ -107,6 +113,25 @@ class Ascent:
             nxt = self._crop(next_offsets)
         self.crop = nxt
         return scores
+
+    def _scheduled(self, step: int) -> StepSettings:
+        s = self.schedule(step)
+        if not isinstance(s, StepSettings):
+            raise TypeError(f"the schedule must return StepSettings, got {type(s).__name__} at step {step}")
+        if s.optimizer != self.settings.optimizer or s.jitter != self.settings.jitter:
+            raise ValueError(f"the schedule changed the optimizer or the jitter at step {step}: the optimizer state "
+                             "and the crop size are set once per run")
+        return s
+
+    def apply(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """x = fn(x) between steps (a filter, a projection; same shape); the crop the model sees
+        next is cut again. The optimizer state is kept."""
+        x = fn(self.x)
+        if not isinstance(x, torch.Tensor) or x.shape != self.x.shape:
+            raise ValueError(f"apply must keep the parameters' shape {tuple(self.x.shape)}, got "
+                             f"{tuple(getattr(x, 'shape', ()))}")
+        self.x = x.detach().to(self.x.dtype).contiguous()
+        self.crop = self._crop(self.offsets)
 
     def state_dict(self) -> dict:
         return {"x": self.x.cpu(), "m": self.m.cpu(), "v": None if self.v is None else self.v.cpu(),

@@ -40,7 +40,7 @@ def maximize_eager(model: torch.nn.Module, objective, steps: int = 512, *, batch
         s = torch.tensor(std, device=device).view(1, 3, 1, 1)
         flat = image.flat().clone().requires_grad_(True)
         opt = (torch.optim.Adam([flat], lr=lr) if optimizer == "adam"
-               else torch.optim.SGD([flat], lr=lr, momentum=momentum))
+               else torch.optim.SGD([flat], lr=lr, momentum=momentum, nesterov=optimizer == "nesterov"))
 
         def draw():
             if jitter == 0:

@@ -11,6 +11,7 @@ restored when a rewrite mismatch runs the call again).
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import torch
@@ -21,12 +22,27 @@ from ..backprop import _rewrites
 from ..backprop._lean import fold_batch_norms
 from ..backprop._mode import RectifierRuleMode
 from ..models import VIEW_ERROR, extract, find_module
-from .objectives import Objective
+from .objectives import Objective, input_key
 
 
 def capture(model: torch.nn.Module, x: torch.Tensor, goal: Objective, *, stop: bool = True):
     """({layer: activation}, output or None); with stop, the forward stops after the last layer
-    when the objective does not read the model's output."""
+    when the objective does not read the model's output. The inputs of the modules in
+    goal.inputs (their first call) come under input_key(name); one that the forward did not
+    reach before it stopped is missing."""
+    inputs, seen = sorted(getattr(goal, "inputs", ())), {}
+    pre = [find_module(model, name).register_forward_pre_hook(
+        lambda m, args, name=name: seen.setdefault(input_key(name), args[0])) for name in inputs]
+    try:
+        acts, out = _capture_layers(model, x, goal, stop)
+    finally:
+        for h in pre:
+            h.remove()
+    acts.update(seen)
+    return acts, out
+
+
+def _capture_layers(model, x, goal, stop):
     layers = sorted(goal.layers)
     if stop and not goal.needs_output:
         acts = extract(model, x, layers, grad=torch.is_grad_enabled())
@@ -44,21 +60,43 @@ def capture(model: torch.nn.Module, x: torch.Tensor, goal: Objective, *, stop: b
 
 
 def _channels_last(x: torch.Tensor) -> torch.Tensor:
-    if x.dim() == 4 and x.device.type == "cpu":
-        return x.contiguous(memory_format=torch.channels_last)
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+
+
+def _as_is(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 class GradientFunction:
-    """Computes the objective's gradient for one model and objective, step after step. The first
-    call with channels-last inputs that meets a model which .view()s its activations switches to
-    the contiguous layout for good."""
+    """Computes the objective's gradient for one model and objective, step after step.
+
+    channels_last: run the model on channels-last inputs (None: on the CPU, where oneDNN is
+    faster in it; a model that .view()s its activations switches to the contiguous layout for
+    good). autocast: "bf16" or "fp16" runs the model's forward (and so its backward) under
+    torch.autocast; the objective, the gradient handed to the step and the images stay float32."""
 
     def __init__(self, model: torch.nn.Module, goal: Objective, prepare: Callable[[torch.Tensor], torch.Tensor], *,
-                 generator: torch.Generator, backend: str | None = None) -> None:
+                 generator: torch.Generator, backend: str | None = None, channels_last: bool | None = None,
+                 autocast: str | None = None) -> None:
+        if autocast is not None and autocast not in AUTOCAST:
+            raise ValueError(f"autocast must be one of {tuple(AUTOCAST)} or None, got {autocast!r}")
         self.model, self.goal, self.prepare, self.generator = model, goal, prepare, generator
-        self.backend = backend
-        self.layout = _channels_last
+        self.backend, self.autocast, self.channels_last = backend, autocast, channels_last
+        self.layout = None
+
+    def _layout(self, device: torch.device):
+        if self.layout is None:
+            wanted = device.type == "cpu" if self.channels_last is None else self.channels_last
+            self.layout = _channels_last if wanted else _as_is
+        return self.layout
+
+    def _autocast(self, device: torch.device):
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=AUTOCAST[self.autocast])
 
     def __call__(self, crop: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         chosen = _backend.resolve_backend(self.backend, crop.device)
@@ -69,8 +107,8 @@ class GradientFunction:
             leaf = crop.detach().requires_grad_(True)
             mode = RectifierRuleMode(ref.BACKPROP, chosen, nonlinear="ignore", rewrites=rewrites)
             with torch.enable_grad():
-                x = self.layout(self.prepare(leaf))
-                with mode:
+                x = self._layout(crop.device)(self.prepare(leaf))
+                with mode, self._autocast(crop.device):
                     acts, out = capture(self.model, x, self.goal)
                 if rewrites is not None:
                     rewrites.check_no_escapes()
@@ -83,7 +121,7 @@ class GradientFunction:
             return _rewrites.run(self.model, attempt)
         except RuntimeError as exc:
             if self.layout is _channels_last and VIEW_ERROR in str(exc):
-                self.layout = lambda x: x
+                self.layout = _as_is
                 return self(crop)
             raise
 
@@ -98,10 +136,11 @@ class GradientFunction:
         def full(rewrites):
             self.generator.set_state(state)
             with torch.no_grad():
-                probe = self.layout(self.prepare(crop.detach()))
+                probe = self._layout(crop.device)(self.prepare(crop.detach()))
             leaf = probe.requires_grad_(True)
             with torch.enable_grad():
-                with RectifierRuleMode(ref.BACKPROP, chosen, nonlinear="ignore", rewrites=rewrites):
+                with RectifierRuleMode(ref.BACKPROP, chosen, nonlinear="ignore", rewrites=rewrites), \
+                        self._autocast(crop.device):
                     out = self.model(leaf)
                 if rewrites is not None:
                     rewrites.check_no_escapes()
@@ -119,7 +158,7 @@ class GradientFunction:
             except RuntimeError as exc:
                 if VIEW_ERROR not in str(exc):
                     raise
-                self.layout = lambda x: x
+                self.layout = _as_is
                 _rewrites.run(self.model, full)
             for _ in range(2):
                 self.generator.set_state(state)

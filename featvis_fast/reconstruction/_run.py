@@ -2,7 +2,8 @@
 (_ascent.Ascent) with the objective's gradient (_gradient.GradientFunction), the model held in
 eval mode while it runs, the CPU caching allocator, and a state that checkpoints and restores.
 Subclasses (Maximization, Inversion, ClassAgnostic) set up the parameters, `prepare` (crop ->
-model input) and `image_of` (parameters -> image in [0, 1])."""
+model input) and `image_of` (parameters -> image in [0, 1]), and may give a schedule of step
+settings and act between steps (`before_step`, `after_step`: filters, per-step weights)."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -53,10 +54,13 @@ class Reconstruction:
     generator: torch.Generator
 
     def start(self, x0: torch.Tensor, settings: StepSettings, prepare: Callable[[torch.Tensor], torch.Tensor],
-              image_of: Callable[[torch.Tensor], torch.Tensor], backend: str | None) -> None:
+              image_of: Callable[[torch.Tensor], torch.Tensor], backend: str | None, *,
+              channels_last: bool | None = None, autocast: str | None = None,
+              schedule: Callable[[int], StepSettings] | None = None) -> None:
         self.settings, self.image_of = settings, image_of
-        self.gradient = GradientFunction(self.model, self.goal, prepare, generator=self.generator, backend=backend)
-        self.ascent = Ascent(x0, settings, self.generator, backend=backend)
+        self.gradient = GradientFunction(self.model, self.goal, prepare, generator=self.generator, backend=backend,
+                                         channels_last=channels_last, autocast=autocast)
+        self.ascent = Ascent(x0, settings, self.generator, backend=backend, schedule=schedule)
         self.scores: torch.Tensor | None = None
         self._taught = False
 
@@ -70,9 +74,18 @@ class Reconstruction:
                 self.gradient.teach(self.ascent.crop)
                 self._taught = True
             for _ in range(steps):
+                self.before_step(self.ascent.step + 1)
                 self.scores = self.ascent.advance(self.gradient)
+                self.after_step(self.ascent.step)
                 if progress is not None:
                     progress(1)
+
+    def before_step(self, step: int) -> None:
+        """Called before step `step` (from 1) is taken; subclasses set per-step weights or filter
+        the parameters here (self.ascent.apply). Must depend only on `step` and the state."""
+
+    def after_step(self, step: int) -> None:
+        """Called after step `step` was taken (same rules as before_step)."""
 
     def images(self) -> torch.Tensor:
         with torch.no_grad():

@@ -19,10 +19,17 @@ import torch
 import torch.nn.functional as F
 
 
+def input_key(module: str) -> str:
+    """The key under which a module's input (objective.inputs) reaches the objective."""
+    return f"{module}#input"
+
+
 class Objective:
-    """Per-image scores from activations; `layers` names what must be captured."""
+    """Per-image scores from activations; `layers` names the outputs that must be captured,
+    `inputs` the modules whose inputs must be (as acts[input_key(name)])."""
 
     layers: frozenset[str] = frozenset()
+    inputs: frozenset[str] = frozenset()
     needs_output: bool = False
     images: int | None = None  # the batch size the objective itself sets (one image per channel)
 
@@ -60,6 +67,7 @@ class Sum(Objective):
             flat += [(w * w2, t2) for w2, t2 in t.terms] if isinstance(t, Sum) else [(w, t)]
         self.terms = flat
         self.layers = frozenset().union(*(t.layers for _, t in flat))
+        self.inputs = frozenset().union(*(t.inputs for _, t in flat))
         self.needs_output = any(t.needs_output for _, t in flat)
         sizes = {t.images for _, t in flat if t.images is not None}
         if len(sizes) > 1:
@@ -181,6 +189,7 @@ class Each(Objective):
         if not self.objectives:
             raise ValueError("Each needs at least one objective")
         self.layers = frozenset().union(*(o.layers for o in self.objectives))
+        self.inputs = frozenset().union(*(o.inputs for o in self.objectives))
         self.needs_output = any(o.needs_output for o in self.objectives)
         self.images = len(self.objectives)
 
