@@ -4,7 +4,8 @@
 #   run(command="bash bench/gpu_session.sh", carry=[".whl"])
 # The wheels (.whl/, ignored by git) are what the GPU image lacks: fastapi and its deps, uvicorn,
 # websockets, expecttest, the efficientnet packages, captum (+ matplotlib, which captum.attr imports),
-# a setuptools new enough for pyproject.toml.
+# scikit-learn (+ scipy, joblib, threadpoolctl) and scikit-image (+ its deps) for class-agnostic
+# visualization and its benchmark baseline, a setuptools new enough for pyproject.toml.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 MAX_JOBS=16 PIP_BREAK_SYSTEM_PACKAGES=1
 OUT=${OUT:-/tmp/featvis-gpu-out}; mkdir -p "$OUT"
@@ -19,5 +20,6 @@ step bench-similarity 200 python3 bench/similarity.py --device cuda --repeats 20
 step bench-viewer 150 python3 bench/viewer.py --device cuda --clients socket --moves 200
 step bench-backprop 300 python3 bench/backprop.py --device cuda --repeats 5
 step bench-perturbation 300 python3 bench/perturbation.py --device cuda --repeats 3
+step bench-reconstruction 300 python3 bench/reconstruction.py --device cuda --batches 64 256 --steps 10
 cp bench/results/*cuda* "$OUT/" 2>/dev/null
 ls -la "$OUT"

@@ -48,7 +48,7 @@ def expand_targets(model: torch.nn.Module, specs: list[str], size: int, device) 
 
 def _common(args: argparse.Namespace) -> dict:
     return {"model": args.model, "size": args.size, "batch": args.batch, "backend": args.backend,
-            "autocast": args.autocast}
+            "autocast": args.autocast}  # --cuda-graph changes only rounding, so a job may resume without it
 
 
 def maximize_units(args: argparse.Namespace, model, device) -> tuple[list[jobs.Unit], dict]:
@@ -59,7 +59,8 @@ def maximize_units(args: argparse.Namespace, model, device) -> tuple[list[jobs.U
         def build(seed, chunk=chunk):
             goal = obj.Each([obj.parse(t) for t in chunk])
             return Maximization(model, goal, size=args.size, param=args.param, transforms=args.transforms, seed=seed,
-                                settings=settings, backend=args.backend, autocast=args.autocast)
+                                settings=settings, backend=args.backend, autocast=args.autocast,
+                                cuda_graph=args.cuda_graph)
         units.append(jobs.Unit(k, [safe_name(t) for t in chunk], build))
     described = {**_common(args), "method": "maximize", "targets": targets, "param": args.param,
                  "transforms": args.transforms, "optimizer": args.optimizer, "lr": args.lr, "jitter": args.jitter}
@@ -74,7 +75,8 @@ def invert_units(args: argparse.Namespace, model, preprocess, device) -> tuple[l
         x = torch.cat([t for _, t in chunk]).to(device)
         units.append(jobs.Unit(k, [n for n, _ in chunk],
                                lambda seed, x=x: Inversion(model, x, args.layer, seed=seed, settings=settings,
-                                                           backend=args.backend, autocast=args.autocast)))
+                                                           backend=args.backend, autocast=args.autocast,
+                                                           cuda_graph=args.cuda_graph)))
     described = {**_common(args), "method": "invert", "images": [str(i) for i in args.images], "layer": args.layer,
                  "p": args.p, "lr": args.lr}
     return units, described
@@ -142,7 +144,7 @@ def add_parsers(sub) -> None:
     m.add_argument("--size", type=int, default=224)
     m.add_argument("--param", default="fft", choices=["fft", "pixel"])
     m.add_argument("--transforms", default="standard", choices=["standard", "none"])
-    m.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
+    m.add_argument("--optimizer", default="adam", choices=["adam", "sgd", "nesterov"])
     m.add_argument("--lr", type=float, default=0.05)
     m.add_argument("--jitter", type=int, default=0, help="random crop inside the fused step (pixel param only)")
     i = sub.add_parser("invert", help="network inversion job (FeatureVis preset; resumable)")
@@ -173,4 +175,6 @@ def add_parsers(sub) -> None:
         p.add_argument("--backend", default=None, choices=["cuda", "triton", "cpp", "torch"])
         p.add_argument("--autocast", default=None, choices=["bf16", "fp16"], help="run the model under autocast")
         p.add_argument("--no-progress", action="store_true")
+        if p is not c:  # the class-agnostic schedules change the objective every step
+            p.add_argument("--cuda-graph", action="store_true", help="replay each step's model part from a CUDA graph")
         p.set_defaults(func=run)

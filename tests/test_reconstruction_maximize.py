@@ -146,3 +146,21 @@ def test_layout_and_autocast_options_keep_the_gradient():
     assert low.dtype == torch.float32 and cosine > 0.99 and torch.allclose(scores_bf, scores, rtol=0.05, atol=0.05)
     with pytest.raises(ValueError, match="autocast"):
         maximize(model, "layer.0:1", steps=1, size=24, autocast="int8", progress=False)
+
+
+def test_cuda_graphs_need_a_cuda_device():
+    with pytest.raises(ValueError, match="cuda_graph=True needs the model on a CUDA device"):
+        maximize(SmoothNet(), "layer.0:1", steps=1, size=24, cuda_graph=True, progress=False)
+
+
+@pytest.mark.needs_cuda
+@pytest.mark.parametrize("param", ["pixel", "fft"])
+def test_the_graphed_step_matches_the_eager_one_on_the_gpu(param):
+    model = SmoothNet(seed=int(torch.randint(0, 2**31 - 1, ()))).cuda()
+    kw = dict(steps=4, size=32, batch=3, seed=2, param=param, optimizer="sgd", lr=5.0, progress=False)
+    graphed = maximize(model, "layer.0:3 + 0.2*class:1", cuda_graph=True, **kw)
+    plain = maximize(model, "layer.0:3 + 0.2*class:1", **kw)
+    assert graphed.is_cuda and torch.allclose(graphed, plain, atol=1e-4)
+    x = torch.randn(2, 3, 32, 32, device="cuda")
+    assert torch.allclose(fv.invert(model, x, "layer.0", steps=3, cuda_graph=True, progress=False),
+                          fv.invert(model, x, "layer.0", steps=3, progress=False), atol=1e-4)

@@ -76,16 +76,20 @@ class GradientFunction:
     channels_last: run the model on channels-last inputs (None: on the CPU, where oneDNN is
     faster in it; a model that .view()s its activations switches to the contiguous layout for
     good). autocast: "bf16" or "fp16" runs the model's forward (and so its backward) under
-    torch.autocast; the objective, the gradient handed to the step and the images stay float32."""
+    torch.autocast; the objective, the gradient handed to the step and the images stay float32.
+    cuda_graph: replay the model's forward and backward from a CUDA graph (see _graphed; the
+    objective must have no per-step state)."""
 
     def __init__(self, model: torch.nn.Module, goal: Objective, prepare: Callable[[torch.Tensor], torch.Tensor], *,
                  generator: torch.Generator, backend: str | None = None, channels_last: bool | None = None,
-                 autocast: str | None = None) -> None:
+                 autocast: str | None = None, cuda_graph: bool = False) -> None:
         if autocast is not None and autocast not in AUTOCAST:
             raise ValueError(f"autocast must be one of {tuple(AUTOCAST)} or None, got {autocast!r}")
         self.model, self.goal, self.prepare, self.generator = model, goal, prepare, generator
         self.backend, self.autocast, self.channels_last = backend, autocast, channels_last
         self.layout = None
+        self.cuda_graph = cuda_graph
+        self._graph: GraphedGradient | None = None
 
     def _layout(self, device: torch.device):
         if self.layout is None:
@@ -98,8 +102,37 @@ class GradientFunction:
             return contextlib.nullcontext()
         return torch.autocast(device.type, dtype=AUTOCAST[self.autocast])
 
+    def _model_grad(self, x: torch.Tensor, chosen: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scores, d scores.sum() / dx) for a model input x that requires grad (no rewrites: the
+        graphed path)."""
+        with torch.enable_grad():
+            with RectifierRuleMode(ref.BACKPROP, chosen, nonlinear="ignore"), self._autocast(x.device):
+                acts, out = capture(self.model, x, self.goal)
+            scores = self.goal(acts, out)
+            fold_batch_norms(scores)
+            (grad,) = torch.autograd.grad(scores.sum(), x)
+        return scores.detach(), grad
+
+    def _graphed(self, crop: torch.Tensor, chosen: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The step's gradient through the CUDA graph (captured on first use), or None to run eagerly."""
+        leaf = crop.detach().requires_grad_(True)
+        with torch.enable_grad():
+            x = self._layout(crop.device)(self.prepare(leaf))
+            if self._graph is None:
+                self._graph = try_graph(lambda xi: self._model_grad(xi, chosen), x.detach())
+                if self._graph is None:
+                    self.cuda_graph = False
+                    return None
+            scores, grad_x = self._graph(x.detach())
+            (grad,) = torch.autograd.grad(x, leaf, grad_x)
+        return scores, grad
+
     def __call__(self, crop: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         chosen = _backend.resolve_backend(self.backend, crop.device)
+        if self.cuda_graph:
+            graphed = self._graphed(crop, chosen)
+            if graphed is not None:
+                return graphed
         drawn = self.generator.get_state()
 
         def attempt(rewrites):

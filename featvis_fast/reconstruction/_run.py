@@ -55,11 +55,13 @@ class Reconstruction:
 
     def start(self, x0: torch.Tensor, settings: StepSettings, prepare: Callable[[torch.Tensor], torch.Tensor],
               image_of: Callable[[torch.Tensor], torch.Tensor], backend: str | None, *,
-              channels_last: bool | None = None, autocast: str | None = None,
+              channels_last: bool | None = None, autocast: str | None = None, cuda_graph: bool = False,
               schedule: Callable[[int], StepSettings] | None = None) -> None:
+        if cuda_graph and x0.device.type != "cuda":
+            raise ValueError(f"cuda_graph=True needs the model on a CUDA device, not {x0.device}")
         self.settings, self.image_of = settings, image_of
         self.gradient = GradientFunction(self.model, self.goal, prepare, generator=self.generator, backend=backend,
-                                         channels_last=channels_last, autocast=autocast)
+                                         channels_last=channels_last, autocast=autocast, cuda_graph=cuda_graph)
         self.ascent = Ascent(x0, settings, self.generator, backend=backend, schedule=schedule)
         self.scores: torch.Tensor | None = None
         self._taught = False

@@ -64,7 +64,8 @@ class Inversion(Reconstruction):
 
     def __init__(self, model: torch.nn.Module, x: torch.Tensor, layer: str, *, seed: int = 0,
                  settings: StepSettings | None = None, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                 backend: str | None = None, channels_last: bool | None = None, autocast: str | None = None) -> None:
+                 backend: str | None = None, channels_last: bool | None = None, autocast: str | None = None,
+                 cuda_graph: bool = False) -> None:
         device = check_model(model)
         check_model_and_batch(model, x)
         if x.dim() != 4 or x.shape[1] != 3:
@@ -84,7 +85,7 @@ class Inversion(Reconstruction):
         s = torch.tensor(std, device=device).view(1, 3, 1, 1)
         start = torch.randn(x.shape, generator=self.generator).to(device)
         self.start(start, settings, lambda u: u / (255.0 * s), lambda u: (u / 255.0 + m).clamp(0, 1), backend,
-                   channels_last=channels_last, autocast=autocast)
+                   channels_last=channels_last, autocast=autocast, cuda_graph=cuda_graph)
 
     def feature_error(self) -> torch.Tensor:
         """(N,) ||phi(x) - t||^2 / ||t||^2 of the current images (as the model sees them)."""
@@ -96,10 +97,11 @@ class Inversion(Reconstruction):
 def invert(model: torch.nn.Module, x: torch.Tensor, layer: str, steps: int = 100, *, preset: str = "featurevis",
            p: float = 6.0, lp: float | None = None, tv: float | None = None, lr: float = 0.25, momentum: float = 0.9,
            seed: int = 0, mean=IMAGENET_MEAN, std=IMAGENET_STD, backend: str | None = None,
-           channels_last: bool | None = None, autocast: str | None = None, progress: bool = True) -> torch.Tensor:
+           channels_last: bool | None = None, autocast: str | None = None, cuda_graph: bool = False,
+           progress: bool = True) -> torch.Tensor:
     """Reconstruct x (N, 3, H, W normalized model inputs) from its features at `layer` -> (N, 3, H, W)
     in [0, 1]. preset "featurevis" (the module docstring); lp / tv override its weights;
-    channels_last, autocast: how the model runs (see _gradient.GradientFunction)."""
+    channels_last, autocast, cuda_graph: how the model runs (see _gradient.GradientFunction)."""
     check_steps(steps)
     if preset not in PRESETS:
         raise ValueError(f"unknown inversion preset {preset!r}; choose one of {', '.join(PRESETS)}")
@@ -107,7 +109,7 @@ def invert(model: torch.nn.Module, x: torch.Tensor, layer: str, steps: int = 100
         raise ValueError(f"x must be a (N, 3, H, W) tensor, got {getattr(x, 'shape', type(x).__name__)}")
     settings = featurevis_settings(x.shape[-2], x.shape[-1], p=p, lr=lr, momentum=momentum, lp=lp, tv=tv)
     run = Inversion(model, x, layer, seed=seed, settings=settings, mean=mean, std=std, backend=backend,
-                    channels_last=channels_last, autocast=autocast)
+                    channels_last=channels_last, autocast=autocast, cuda_graph=cuda_graph)
     with tqdm(total=steps, desc="invert", disable=not progress, leave=False) as bar:
         run.run(steps, bar.update)
     return run.images()

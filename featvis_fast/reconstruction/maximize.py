@@ -72,7 +72,7 @@ class Maximization(Reconstruction):
     def __init__(self, model: torch.nn.Module, objective, *, batch: int | None = None, size=224,
                  param: str = "fft", transforms="standard", seed: int = 0, settings: StepSettings | None = None,
                  mean=IMAGENET_MEAN, std=IMAGENET_STD, backend: str | None = None, channels_last: bool | None = None,
-                 autocast: str | None = None) -> None:
+                 autocast: str | None = None, cuda_graph: bool = False) -> None:
         device = check_model(model)
         if param not in PARAMS:
             raise ValueError(f"param must be one of {tuple(PARAMS)}, got {param!r}")
@@ -93,14 +93,15 @@ class Maximization(Reconstruction):
         s = torch.tensor(std, device=device).view(1, 3, 1, 1)
         self.start(self.param.flat(), settings,
                    lambda crop: (chain(self.param.image_of(crop), self.generator) - m) / s,
-                   self.param.image_of, backend, channels_last=channels_last, autocast=autocast)
+                   self.param.image_of, backend, channels_last=channels_last, autocast=autocast, cuda_graph=cuda_graph)
 
 
 def maximize(model: torch.nn.Module, objective, steps: int = 512, *, batch: int | None = None, size=224,
              param: str = "fft", transforms="standard", seed: int = 0, lr: float = 0.05, optimizer: str = "adam",
              regularizers=None, jitter: int = 0, blur_every: int = 0, blur_sigma: float = 0.5,
              normalize_grad: bool = False, mean=IMAGENET_MEAN, std=IMAGENET_STD, backend: str | None = None,
-             channels_last: bool | None = None, autocast: str | None = None, progress: bool = True) -> torch.Tensor:
+             channels_last: bool | None = None, autocast: str | None = None, cuda_graph: bool = False,
+             progress: bool = True) -> torch.Tensor:
     """Images that maximize `objective` (an Objective or a string: "layer:37", "layer:*",
     "class:285", "a:1 - 0.5*b"; see objectives) -> (N, 3, H, W) in [0, 1] on the model's device.
 
@@ -110,13 +111,14 @@ def maximize(model: torch.nn.Module, objective, steps: int = 512, *, batch: int 
     inside the fused step (pixel parameters only); blur_every / blur_sigma: a Gaussian blur of the
     parameters every k steps; normalize_grad: per-image gradient normalization; mean / std: the
     model's input normalization (ImageNet's by default); channels_last (None: on the CPU) and
-    autocast ("bf16", "fp16"): how the model runs (see _gradient.GradientFunction)."""
+    autocast ("bf16", "fp16"), cuda_graph (replay the model part from a CUDA graph): how the model
+    runs (see _gradient.GradientFunction)."""
     check_steps(steps)
     settings = StepSettings(optimizer=optimizer, lr=lr, regularizers=regularizers_from(regularizers), jitter=jitter,
                             blur_every=blur_every, blur_sigma=blur_sigma, normalize=normalize_grad)
     run = Maximization(model, objective, batch=batch, size=size, param=param, transforms=transforms, seed=seed,
                        settings=settings, mean=mean, std=std, backend=backend, channels_last=channels_last,
-                       autocast=autocast)
+                       autocast=autocast, cuda_graph=cuda_graph)
     with tqdm(total=steps, desc="maximize", disable=not progress, leave=False) as bar:
         run.run(steps, bar.update)
     return run.images()
