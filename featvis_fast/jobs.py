@@ -76,7 +76,11 @@ def rank_and_world() -> tuple[int, int]:
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return 0, 1
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        if torch.cuda.is_available():
+            torch.cuda.set_device(job_device())  # nccl's collectives run on this rank's GPU
+            dist.init_process_group("nccl", device_id=job_device())
+        else:
+            dist.init_process_group("gloo")
     return dist.get_rank(), dist.get_world_size()
 
 
