@@ -4,6 +4,7 @@ recorded in job.json, so a rerun with the same command resumes and a different o
 from __future__ import annotations
 
 import argparse
+import json
 import re
 from pathlib import Path
 
@@ -116,10 +117,41 @@ def class_agnostic_units(args: argparse.Namespace, model, preprocess, device) ->
     return units, described
 
 
+def _device(args: argparse.Namespace) -> torch.device:
+    try:
+        device = jobs.job_device() if args.device is None else torch.device(args.device)
+    except RuntimeError as exc:
+        raise ValueError(f"bad --device {args.device!r}: {exc}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {args.device} asks for CUDA, which this torch build or machine does not have")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device must be cpu or cuda[:N], got {args.device!r}")
+    return device
+
+
+def _threads(args: argparse.Namespace) -> int:
+    """CPU results depend on the thread count: --threads, else the count the job recorded, else
+    torch's (torchrun sets 1 per process)."""
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        return args.threads
+    spec = Path(args.out) / "job.json"
+    if spec.exists():
+        recorded = json.loads(spec.read_text()).get("threads")
+        if recorded:
+            return int(recorded)
+    return torch.get_num_threads()
+
+
 def run(args: argparse.Namespace) -> int:
     if args.steps < 1:
         raise ValueError(f"--steps must be >= 1, got {args.steps}")
-    device = jobs.job_device() if args.device is None else torch.device(args.device)
+    device = _device(args)
+    threads = None
+    if device.type == "cpu":
+        threads = _threads(args)
+        torch.set_num_threads(threads)
     model, preprocess = load_model(args.model, device=device)
     if args.command == "maximize":
         units, described = maximize_units(args, model, device)
@@ -127,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
         units, described = invert_units(args, model, preprocess, device)
     else:
         units, described = class_agnostic_units(args, model, preprocess, device)
+    described.update(device=device.type, threads=threads)
     manifest = jobs.run_job(units, args.out, steps=args.steps, seed=args.seed, settings=described,
                             checkpoint_every=args.checkpoint_every, progress=not args.no_progress)
     if manifest is not None:
@@ -172,6 +205,8 @@ def add_parsers(sub) -> None:
         p.add_argument("--checkpoint-every", type=int, default=50, help="steps between checkpoints")
         p.add_argument("--model", default="efficientnet-lite0")
         p.add_argument("--device", default=None, help="default: cuda:LOCAL_RANK if CUDA is there, else cpu")
+        p.add_argument("--threads", type=int, default=None,
+                       help="CPU threads (the images depend on it; default: the job's recorded count, else torch's)")
         p.add_argument("--backend", default=None, choices=["cuda", "triton", "cpp", "torch"])
         p.add_argument("--autocast", default=None, choices=["bf16", "fp16"], help="run the model under autocast")
         p.add_argument("--no-progress", action="store_true")

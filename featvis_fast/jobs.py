@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -91,24 +92,29 @@ def job_device() -> torch.device:
     return torch.device("cpu")
 
 
-def _check_settings(out: Path, settings: dict, rank: int) -> None:
+def _known_settings(out: Path, settings: dict) -> bool:
+    """True when `out` holds this job already; ValueError when it holds another one."""
     spec = out / "job.json"
-    if spec.exists():
-        known = json.loads(spec.read_text())
-        if known != settings:
-            changed = sorted(k for k in set(known) | set(settings) if known.get(k) != settings.get(k))
-            raise ValueError(f"{out} holds a job with other settings ({', '.join(changed)} differ); "
-                             "use another --out or the same settings")
-    elif rank == 0:
-        _write_json(spec, settings)
+    if not spec.exists():
+        return False
+    known = json.loads(spec.read_text())
+    if known != settings:
+        changed = sorted(k for k in set(known) | set(settings) if known.get(k) != settings.get(k))
+        raise ValueError(f"{out} holds a job with other settings ({', '.join(changed)} differ); "
+                         "use another --out or the same settings")
+    return True
 
 
-def _run_unit(unit: Unit, out: Path, seed: int, steps: int, checkpoint_every: int, bar) -> dict:
+def _unit_seed(seed: int, unit: Unit) -> int:
+    return seed * UNIT_SEED_STRIDE + unit.index
+
+
+def _run_unit(unit: Unit, out: Path, seed: int, steps: int, checkpoint_every: int, bar, run=None) -> dict:
     done = out / "units" / f"unit-{unit.index:05d}.json"
     if done.exists():
         bar.update(steps)
         return json.loads(done.read_text())
-    run = unit.build(seed * UNIT_SEED_STRIDE + unit.index)
+    run = run if run is not None else unit.build(_unit_seed(seed, unit))
     checkpoint = out / "checkpoints" / f"unit-{unit.index:05d}.pt"
     if checkpoint.exists():
         run.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=False))
@@ -137,17 +143,26 @@ def run_job(units: Sequence[Unit], out: str | os.PathLike, *, steps: int, seed: 
     if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be an int >= 1, got {checkpoint_every!r}")
     names = [n for u in units for n in u.names]
-    if len(set(names)) != len(names):
-        raise ValueError("two targets of the job have the same output name")
+    repeated = sorted(n for n, c in Counter(names).items() if c > 1)
+    if repeated:
+        raise ValueError(f"targets of the job share output names: {', '.join(repeated[:5])}")
+    if not units:
+        raise ValueError("the job has no targets")
     out = Path(out)
     rank, world = rank_and_world()
-    out.mkdir(parents=True, exist_ok=True)
     settings = {**settings, "steps": steps, "seed": seed}
-    _check_settings(out, settings, rank)
+    known = _known_settings(out, settings)
     mine = [u for u in units if u.index % world == rank]
+    # the first unit is built before job.json exists: settings that cannot run fail without a trace
+    first = mine[0].build(_unit_seed(seed, mine[0])) if mine and not known else None
+    if world > 1:
+        dist.barrier()
+    if not known and rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        _write_json(out / "job.json", settings)
     with tqdm(total=steps * len(mine), desc=f"rank {rank}" if world > 1 else "job", disable=not progress) as bar:
-        for unit in mine:
-            _run_unit(unit, out, seed, steps, checkpoint_every, bar)
+        for k, unit in enumerate(mine):
+            _run_unit(unit, out, seed, steps, checkpoint_every, bar, run=first if k == 0 else None)
     if world > 1:
         dist.barrier()
     if rank != 0:

@@ -134,3 +134,26 @@ def test_a_class_agnostic_job_shards_clusters_over_units(tmp_path):
         assert torch.allclose(images, run.images(), atol=1e-4)
         values = [t["value"] for t in manifest["targets"] if t["unit"] == (only[0] // 2)]
         assert torch.allclose(torch.tensor(values), run.scores.cpu(), rtol=1e-4)
+
+
+def test_settings_that_cannot_run_leave_no_trace_and_the_corrected_job_runs(tmp_path):
+    bad = featvis(["maximize", "--objective", "_blocks.2:0", "--param", "fft", "--jitter", "3", "--steps", "2",
+                   "--size", "32", "--no-progress"], tmp_path / "job")
+    assert bad.returncode == 2 and "param='pixel'" in bad.stderr
+    assert not (tmp_path / "job" / "job.json").exists()
+    good = featvis(["maximize", "--objective", "_blocks.2:0", "--steps", "2", "--size", "32", "--no-progress"],
+                   tmp_path / "job")
+    assert good.returncode == 0, good.stderr
+    spec = json.loads((tmp_path / "job" / "job.json").read_text())
+    assert spec["threads"] == 1 and spec["device"] == "cpu"  # CPU images depend on the thread count
+
+
+@pytest.mark.parametrize("args,match", [
+    (["maximize", "--objective", "_blocks.2:3", "_blocks.2:*"], "share output names: _blocks.2_3"),
+    (["maximize", "--objective", "_blocks.2:3", "--device", "cuda"], "CUDA"),
+    (["maximize", "--objective", "_blocks.2:3", "--threads", "0"], "--threads"),
+])
+def test_more_bad_jobs_are_named(args, match, tmp_path):
+    done = featvis([*args, "--steps", "2", "--size", "32", "--no-progress"], tmp_path / "out")
+    assert done.returncode == 2 and match in done.stderr, done.stderr
+    assert not (tmp_path / "out" / "job.json").exists()

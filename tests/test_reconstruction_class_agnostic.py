@@ -280,3 +280,11 @@ def test_the_centre_mask_is_a_gaussian_ring_scaled_to_one():
 def test_only_names_existing_clusters(model, photos):
     with pytest.raises(ValueError, match="only must name clusters in 0..2"):
         ClassAgnostic(model, photos[:4], LAYER, 5, **{**SMALL, "clusters": 3}, only=[3])
+
+
+def test_a_checkpoint_of_other_clusters_is_refused(model, photos):
+    kw = {**SMALL, "clusters": 3}
+    first = ClassAgnostic(model, photos[:6], LAYER, 5, **kw, only=[0, 1])
+    other = ClassAgnostic(model, photos[:6], LAYER, 5, **kw, only=[1, 2])
+    with pytest.raises(ValueError, match=r"holds clusters \[0, 1\]"):
+        other.load_state_dict(first.state_dict())

@@ -69,9 +69,10 @@ def test_reproducible_by_seed_and_one_image_per_channel():
 def test_the_model_is_left_unchanged():
     model = ReluOnlyNet()
     model.train()
+    model.body[1].eval()  # a frozen batch norm inside a training model keeps its own mode
     state = {k: v.clone() for k, v in model.state_dict().items()}
     maximize(model, "class:1", steps=3, size=24, progress=False)
-    assert model.training
+    assert model.training and not model.body[1].training and model.body[4].training
     assert all(p.grad is None for p in model.parameters())
     assert all(not m._forward_hooks for m in model.modules())
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items() if "num_batches" not in k)
@@ -85,8 +86,16 @@ def test_the_model_is_left_unchanged():
     ("layer.0:1", {"steps": 0}, "steps"),
     ("layer.0:1", {"param": "wavelet"}, "param"),
     ("layer.0:*", {"batch": 3}, "sets the batch to 16"),
+    ("layer.0:-1", {}, "out of range"),
+    ("layer.0:0@3", {}, "a neuron is layer:channel@y,x"),
+    ("layer.0:0@9,9", {"param": "pixel", "transforms": "none", "jitter": 8}, "outside layer 'layer.0'"),
+    ("layer.0:0", {"regularizers": {"tv": 1.0}}, "param='pixel'"),
+    ("layer.0:0", {"mean": (0.5,)}, "mean must be three"),
+    ("a*layer.0:1", {}, "number\\*term"),
 ])
 def test_bad_arguments_give_clear_errors(objective, kwargs, match):
+    """(The neuron at 9,9 exists in the 12 x 12 map of a 24 px input, not in the 8 x 8 map of the
+    16 px crop the model sees with jitter 8: positions are checked at the size the model sees.)"""
     with pytest.raises(ValueError, match=match):
         maximize(ReluOnlyNet(), objective, size=24, progress=False, **{"steps": 2, **kwargs})
 
@@ -148,6 +157,11 @@ def test_layout_and_autocast_options_keep_the_gradient():
         maximize(model, "layer.0:1", steps=1, size=24, autocast="int8", progress=False)
 
 
+def test_transforms_must_be_callables():
+    with pytest.raises(TypeError, match="callables"):
+        maximize(SmoothNet(), "layer.0:1", steps=1, size=24, transforms=["jitter"], progress=False)
+
+
 def test_cuda_graphs_need_a_cuda_device():
     with pytest.raises(ValueError, match="cuda_graph=True needs the model on a CUDA device"):
         maximize(SmoothNet(), "layer.0:1", steps=1, size=24, cuda_graph=True, progress=False)
@@ -158,7 +172,11 @@ def test_cuda_graphs_need_a_cuda_device():
 def test_the_graphed_step_matches_the_eager_one_on_the_gpu(param):
     model = SmoothNet(seed=int(torch.randint(0, 2**31 - 1, ()))).cuda()
     kw = dict(steps=4, size=32, batch=3, seed=2, param=param, optimizer="sgd", lr=5.0, progress=False)
-    graphed = maximize(model, "layer.0:3 + 0.2*class:1", cuda_graph=True, **kw)
+    run = Maximization(model, "layer.0:3 + 0.2*class:1", size=32, batch=3, seed=2, param=param, cuda_graph=True,
+                       settings=StepSettings(optimizer="sgd", lr=5.0))
+    run.run(4)
+    assert run.gradient._graph is not None  # captured, not fallen back to eager steps
+    graphed = run.images()
     plain = maximize(model, "layer.0:3 + 0.2*class:1", **kw)
     assert graphed.is_cuda and torch.allclose(graphed, plain, atol=1e-4)
     x = torch.randn(2, 3, 32, 32, device="cuda")

@@ -155,6 +155,7 @@ class GradientFunction:
         except RuntimeError as exc:
             if self.layout is _channels_last and VIEW_ERROR in str(exc):
                 self.layout = _as_is
+                self.generator.set_state(drawn)
                 return self(crop)
             raise
 

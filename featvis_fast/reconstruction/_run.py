@@ -17,18 +17,27 @@ from .objectives import Objective
 
 
 class eval_mode:
-    """Batch norm must use, and never update, its running statistics: eval mode inside, the
-    caller's mode restored after."""
+    """Batch norm must use, and never update, its running statistics: eval mode inside, every
+    submodule's own mode restored after."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         self.model = model
 
     def __enter__(self) -> None:
-        self.was_training = self.model.training
+        self.modes = [(m, m.training) for m in self.model.modules()]
         self.model.eval()
 
     def __exit__(self, *exc) -> None:
-        self.model.train(self.was_training)
+        for m, training in self.modes:
+            m.training = training
+
+
+def norm_tensor(values, name: str, device) -> torch.Tensor:
+    """(1, 3, 1, 1) from three per-channel numbers (an input normalization's mean or std)."""
+    t = torch.as_tensor(values, dtype=torch.float32)
+    if t.shape != (3,) or not bool(torch.isfinite(t).all()) or (name == "std" and bool((t <= 0).any())):
+        raise ValueError(f"{name} must be three finite numbers{' > 0' if name == 'std' else ''}, got {values!r}")
+    return t.to(device).view(1, 3, 1, 1)
 
 
 def check_model(model) -> torch.device:

@@ -65,7 +65,7 @@ from ._ascent import StepSettings
 from ._clusters import Facets, blend, find_facets, gap_features
 from ._filters import centre_distance, centre_mask, gaussian_blur, tv_denoise
 from ._gradient import capture
-from ._run import Reconstruction, check_model, check_steps, eval_mode
+from ._run import Reconstruction, check_model, check_steps, eval_mode, norm_tensor
 from .objectives import Objective, input_key
 
 PRESETS = ("stergiou",)
@@ -231,8 +231,7 @@ class ClassAgnostic(Reconstruction):
             raise ValueError(f"only must name clusters in 0..{k - 1}, got {only!r}")
         chosen = torch.tensor(self.clusters, device=self.targets.device)
         self.goal = FacetMatch(layer, penalty, self.targets[chosen], self.channels[chosen])
-        self.mean = torch.tensor(mean, device=device, dtype=torch.float32).view(1, 3, 1, 1)
-        self.std = torch.tensor(std, device=device, dtype=torch.float32).view(1, 3, 1, 1)
+        self.mean, self.std = norm_tensor(mean, "mean", device), norm_tensor(std, "std", device)
         self.lo, self.hi = -self.mean / self.std, (1 - self.mean) / self.std
         self.initial = torch.maximum(torch.minimum(blend(x, self.facets), self.hi), self.lo)[chosen.to(device)]
         self._distance = centre_distance(size, size, device=device)
@@ -293,11 +292,14 @@ class ClassAgnostic(Reconstruction):
         return self.goal(self._capture(self.ascent.x if z is None else z), None)
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "members": [m.tolist() for m in self.facets.members]}
+        return {**super().state_dict(), "members": [m.tolist() for m in self.facets.members],
+                "clusters": self.clusters}
 
     def load_state_dict(self, state: dict) -> None:
         if "members" in state and state["members"] != [m.tolist() for m in self.facets.members]:
             raise ValueError("the checkpoint was made from other facets (other images, layer or seed)")
+        if "clusters" in state and state["clusters"] != self.clusters:
+            raise ValueError(f"the checkpoint holds clusters {state['clusters']}, this run optimizes {self.clusters}")
         super().load_state_dict(state)
         self._set_step(max(self.step, 1))  # the last step's lambda and mask, as after run()
 

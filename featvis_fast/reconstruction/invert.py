@@ -26,7 +26,7 @@ from .._step_reference import Regularizers
 from .._validate import check_model_and_batch
 from ..models import IMAGENET_MEAN, IMAGENET_STD, extract, find_module
 from ._ascent import StepSettings
-from ._run import Reconstruction, check_model, check_steps, eval_mode
+from ._run import Reconstruction, check_model, check_steps, eval_mode, norm_tensor
 from .objectives import Objective
 
 PRESETS = ("featurevis",)
@@ -67,7 +67,8 @@ class Inversion(Reconstruction):
                  backend: str | None = None, channels_last: bool | None = None, autocast: str | None = None,
                  cuda_graph: bool = False) -> None:
         device = check_model(model)
-        check_model_and_batch(model, x)
+        with eval_mode(model):  # it runs in eval mode: no warning about training-mode batch norm
+            check_model_and_batch(model, x)
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"x must be (N, 3, H, W) images, got {tuple(x.shape)}")
         find_module(model, layer)
@@ -81,8 +82,7 @@ class Inversion(Reconstruction):
         if settings.jitter:
             raise ValueError("inversion matches features position by position: jitter must be 0")
         self.generator = torch.Generator().manual_seed(seed)
-        m = torch.tensor(mean, device=device).view(1, 3, 1, 1)
-        s = torch.tensor(std, device=device).view(1, 3, 1, 1)
+        m, s = norm_tensor(mean, "mean", device), norm_tensor(std, "std", device)
         start = torch.randn(x.shape, generator=self.generator).to(device)
         self.start(start, settings, lambda u: u / (255.0 * s), lambda u: (u / 255.0 + m).clamp(0, 1), backend,
                    channels_last=channels_last, autocast=autocast, cuda_graph=cuda_graph)

@@ -20,7 +20,7 @@ from .._step_reference import Regularizers
 from ..models import IMAGENET_MEAN, IMAGENET_STD, extract, find_module
 from . import objectives as obj
 from ._ascent import StepSettings
-from ._run import Reconstruction, check_model, check_steps, eval_mode
+from ._run import Reconstruction, check_model, check_steps, eval_mode, norm_tensor
 from .param import FFTParam, PixelParam
 from .transforms import preset
 
@@ -77,20 +77,25 @@ class Maximization(Reconstruction):
         if param not in PARAMS:
             raise ValueError(f"param must be one of {tuple(PARAMS)}, got {param!r}")
         h, w = (size, size) if isinstance(size, int) else tuple(size)
+        settings = settings or StepSettings()
+        if param == "fft" and (settings.jitter or settings.blur_every or settings.regularizers != Regularizers()):
+            raise ValueError("jitter, blur_every and the regularizers act on pixels; with param='fft' they would act "
+                             "on the spectrum: use param='pixel' (or the transforms' Jitter)")
+        if settings.jitter >= min(h, w):
+            raise ValueError(f"jitter {settings.jitter} leaves no crop of a {h}x{w} image")
+        chain = preset(transforms)
+        m, s = norm_tensor(mean, "mean", device), norm_tensor(std, "std", device)
+        # the objective is checked at the size the model sees (crop, then the transforms)
+        seen = chain(torch.zeros(1, 3, h - settings.jitter, w - settings.jitter, device=device),
+                     torch.Generator().manual_seed(0)).shape[-2:]
         self.model = model
         with eval_mode(model):
-            self.goal = resolve(model, objective, (h, w), device)
+            self.goal = resolve(model, objective, tuple(seen), device)
         n = self.goal.images or batch or 1
         if self.goal.images is not None and batch is not None and batch != self.goal.images:
             raise ValueError(f"the objective sets the batch to {self.goal.images} images; batch={batch} disagrees")
-        settings = settings or StepSettings()
-        if param == "fft" and settings.jitter:
-            raise ValueError("jitter crops pixels; with param='fft' use the transforms' Jitter instead")
         self.generator = torch.Generator().manual_seed(seed)
         self.param = PARAMS[param](n, h, w, generator=self.generator, device=device)
-        chain = preset(transforms)
-        m = torch.tensor(mean, device=device).view(1, 3, 1, 1)
-        s = torch.tensor(std, device=device).view(1, 3, 1, 1)
         self.start(self.param.flat(), settings,
                    lambda crop: (chain(self.param.image_of(crop), self.generator) - m) / s,
                    self.param.image_of, backend, channels_last=channels_last, autocast=autocast, cuda_graph=cuda_graph)

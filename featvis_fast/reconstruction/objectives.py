@@ -15,6 +15,8 @@ neuron, "layer" DeepDream, "class:285" class logit; "+"/"-" combine terms.
 """
 from __future__ import annotations
 
+import re
+
 import torch
 import torch.nn.functional as F
 
@@ -38,6 +40,11 @@ class Objective:
 
     def validate(self, shapes: dict[str, tuple[int, ...]], classes: int | None) -> None:
         """Raise ValueError when a channel, position or class does not exist (shapes: per layer (C, h, w))."""
+
+    @property
+    def _on_device(self) -> dict:
+        """This objective's constants on the device, made on first use (see _per_image)."""
+        return self.__dict__.setdefault("_device_cache", {})
 
     def __add__(self, other: "Objective") -> "Objective":
         return Sum([(1.0, self), (1.0, _objective(other))])
@@ -82,9 +89,14 @@ class Sum(Objective):
             t.validate(shapes, classes)
 
 
-def _per_image(index, n: int, device) -> torch.Tensor:
-    t = torch.as_tensor(index, dtype=torch.long, device=device)
-    return t.expand(n) if t.dim() == 0 else t
+def _per_image(cache: dict, index, n: int, device) -> torch.Tensor:
+    """(n,) long on `device`, made once per (n, device) in the objective's `cache`, so that a step
+    makes no host-to-device copy (a CUDA graph capture forbids one)."""
+    key = (n, str(device))
+    if key not in cache:
+        t = torch.as_tensor(index, dtype=torch.long, device=device)
+        cache[key] = t.expand(n) if t.dim() == 0 else t
+    return cache[key]
 
 
 class Channel(Objective):
@@ -96,7 +108,7 @@ class Channel(Objective):
 
     def __call__(self, acts, output):
         a = acts[self.layer]
-        c = _per_image(self.channel, a.shape[0], a.device)
+        c = _per_image(self._on_device, self.channel, a.shape[0], a.device)
         return a[torch.arange(a.shape[0], device=a.device), c].float().mean(dim=(1, 2))
 
     def validate(self, shapes, classes):
@@ -114,7 +126,7 @@ class Neuron(Channel):
     def __call__(self, acts, output):
         a = acts[self.layer]
         y, x = self.position if self.position is not None else (a.shape[2] // 2, a.shape[3] // 2)
-        c = _per_image(self.channel, a.shape[0], a.device)
+        c = _per_image(self._on_device, self.channel, a.shape[0], a.device)
         return a[torch.arange(a.shape[0], device=a.device), c, y, x].float()
 
     def validate(self, shapes, classes):
@@ -142,7 +154,7 @@ class ClassLogit(Objective):
 
     def __call__(self, acts, output):
         flat = output.reshape(output.shape[0], -1)
-        k = _per_image(self.cls, flat.shape[0], flat.device)
+        k = _per_image(self._on_device, self.cls, flat.shape[0], flat.device)
         return flat[torch.arange(flat.shape[0], device=flat.device), k].float()
 
     def validate(self, shapes, classes):
@@ -157,7 +169,10 @@ class Direction(Objective):
 
     def __call__(self, acts, output):
         a = acts[self.layer].float()
-        v = self.vector.to(device=a.device, dtype=a.dtype).view(1, -1, 1, 1)
+        key = (a.device, a.dtype)
+        if key not in self._on_device:  # one copy per device, not one per step
+            self._on_device[key] = self.vector.to(device=a.device, dtype=a.dtype).view(1, -1, 1, 1)
+        v = self._on_device[key]
         return (a * v).sum(dim=1).mean(dim=(1, 2))
 
     def validate(self, shapes, classes):
@@ -204,19 +219,37 @@ class Each(Objective):
             o.validate(shapes, classes)
 
 
+_EXPONENT = re.compile(r"^[0-9.]+[eE]$")
+_WEIGHTED = re.compile(r"^([-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?)\*(.+)$")
+
+
+def _split_weight(term: str) -> tuple[float, str]:
+    """"0.5*layer:3" -> (0.5, "layer:3"); a term without a leading number* has weight 1."""
+    m = _WEIGHTED.match(term)
+    if m is None:
+        if "*" in term.rstrip("*") and not term.endswith(":*"):
+            raise ValueError(f"bad objective weight in {term!r}: write it as number*term")
+        return 1.0, term
+    return float(m.group(1)), m.group(2)
+
+
 def _terms(spec: str):
     """(sign, term) for each +/- separated term of a string objective."""
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"an objective is an Objective or a string such as 'layer:37' or 'class:285', got {spec!r}")
     sign, term = 1.0, ""
-    for ch in spec.replace(" ", "") + "+":
-        if ch in "+-" and term and not term.endswith(("@", ",")):
+    for ch in spec.replace(" ", ""):
+        # a sign right after ':', '@', ',', '*' or a number's exponent belongs to the term
+        if ch in "+-" and term and not term.endswith(("@", ",", ":", "*")) and not _EXPONENT.match(term):
             yield sign, term
             sign, term = (1.0 if ch == "+" else -1.0), ""
         elif ch in "+-" and not term:
             sign = -sign if ch == "-" else sign
         else:
             term += ch
+    if not term:
+        raise ValueError(f"objective {spec!r} ends with a sign")
+    yield sign, term
 
 
 def layer_names(spec: str | Objective) -> list[str]:
@@ -225,7 +258,7 @@ def layer_names(spec: str | Objective) -> list[str]:
         return sorted(spec.layers)
     names = []
     for _, term in _terms(spec):
-        body = term.split("*", 1)[1] if "*" in term and not term.endswith(":*") else term
+        body = _split_weight(term)[1]
         if not body.startswith("class:"):
             names.append(body.rsplit(":", 1)[0] if ":" in body else body)
     return list(dict.fromkeys(names))
@@ -243,13 +276,7 @@ def parse(spec: str | Objective, channels: dict[str, int] | None = None) -> Obje
 
 
 def _term(term: str, channels: dict[str, int] | None) -> Objective:
-    weight = 1.0
-    if "*" in term and not term.endswith(":*"):
-        w, term = term.split("*", 1)
-        try:
-            weight = float(w)
-        except ValueError:
-            raise ValueError(f"bad objective weight {w!r} in {term!r}") from None
+    weight, term = _split_weight(term)
     if term.startswith("class:"):
         return weight * ClassLogit(_int(term[6:], term))
     if ":" not in term:
@@ -261,6 +288,8 @@ def _term(term: str, channels: dict[str, int] | None) -> Objective:
         return weight * Channel(layer, torch.arange(channels[layer]))
     if "@" in rest:
         c, pos = rest.split("@", 1)
+        if pos.count(",") != 1:
+            raise ValueError(f"bad objective {term!r}: a neuron is layer:channel@y,x")
         y, x = (_int(p, term) for p in pos.split(","))
         return weight * Neuron(layer, _int(c, term), (y, x))
     return weight * Channel(layer, _int(rest, term))

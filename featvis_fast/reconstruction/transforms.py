@@ -94,4 +94,8 @@ def preset(name_or_transforms) -> Compose:
         return PRESETS[name_or_transforms]
     if name_or_transforms is None:
         return PRESETS["none"]
-    return Compose(name_or_transforms)
+    items = list(name_or_transforms)
+    bad = [t for t in items if not callable(t)]
+    if bad:
+        raise TypeError(f"transforms must be callables (x, generator) -> x; got {bad[0]!r}")
+    return Compose(items)
