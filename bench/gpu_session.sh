@@ -20,6 +20,7 @@ step bench-similarity 200 python3 bench/similarity.py --device cuda --repeats 20
 step bench-viewer 150 python3 bench/viewer.py --device cuda --clients socket --moves 200
 step bench-backprop 300 python3 bench/backprop.py --device cuda --repeats 5
 step bench-perturbation 300 python3 bench/perturbation.py --device cuda --repeats 3
+step bench-dissection 200 python3 bench/dissection.py --device cuda --images 4000 --numpy-images 50
 step bench-reconstruction 300 python3 bench/reconstruction.py --device cuda --batches 64 256 --steps 10
 cp bench/results/*cuda* "$OUT/" 2>/dev/null
 ls -la "$OUT"

@@ -3,13 +3,14 @@
 
 #include "ascent_cpu.h"
 #include "cpu_cache.h"
+#include "dissection_cpu.h"
 #include "perturbation_cpu.h"
 #include "rectifier_cpu.h"
 #include "similarity_cpu.h"
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "featvis-fast CPU kernels: pixel similarity, LUT colorization, rectifier rules, perturbations, "
-          "gradient-ascent step";
+          "gradient-ascent step, Network Dissection tally";
   m.def("pixel_similarity", &featvis::cpu::pixel_similarity,
         "pixel_similarity(features (C,N) f32/f16/bf16/int8, queries (Q,C) same dtype, "
         "metric 0=inner 1=angular 2=euclidean, scales (N,) f32 or None, "
@@ -72,6 +73,14 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("l1"), py::arg("l2"), py::arg("lp"), py::arg("p"),
         py::arg("tv"), py::arg("beta"), py::arg("tv_eps"), py::arg("clip_lo"), py::arg("clip_hi"), py::arg("out"),
         py::arg("m_out"), py::arg("v_out"), py::arg("nxt"), py::call_guard<py::gil_scoped_release>());
+  m.def("dissect_tally", &featvis::cpu::dissect_tally,
+        "dissect_tally(acts (B,U,h,w) f32, thresholds (U,) f64, labels (B,K,H,W) u8, annotated (B,K) u8, "
+        "intersection (U,K) i64, unit_area (U,K) i64, label_area (K,) i64) -> None. m = bilinear float64 "
+        "upsampling of acts[b,u] to (H,W) (align_corners=False) > thresholds[u]; over images b where "
+        "annotated[b,k]: intersection[u,k] += |m & labels[b,k]|, unit_area[u,k] += |m|, label_area[k] += "
+        "|labels[b,k]| (exact counts, outputs fully written).",
+        py::arg("acts"), py::arg("thresholds"), py::arg("labels"), py::arg("annotated"), py::arg("intersection"),
+        py::arg("unit_area"), py::arg("label_area"), py::call_guard<py::gil_scoped_release>());
   m.def("cache_begin", &featvis::cpu::cache_begin,
         "cache_begin() -> bool: install the caching CPU allocator (nested calls count); False when "
         "a higher-priority allocator is installed.");

@@ -1,7 +1,7 @@
 // Torch glue for the CUDA backend: argument checks, device guard and current stream, then the
 // torch-free C ABIs of similarity_cuda.h (similarity_cuda.cu, similarity_int8_cuda.cu, colorize_cuda.cu)
-// rectifier_cuda.h (rectifier_cuda.cu), perturbation_cuda.h (perturbation_cuda.cu) and ascent_cuda.h
-// (ascent_cuda.cu).
+// rectifier_cuda.h (rectifier_cuda.cu), perturbation_cuda.h (perturbation_cuda.cu), ascent_cuda.h
+// (ascent_cuda.cu) and dissection_cuda.h (dissection_cuda.cu).
 // Built JIT as `featvis_cuda`.
 #include <torch/extension.h>
 
@@ -13,6 +13,7 @@
 #include <optional>
 
 #include "ascent_cuda.h"
+#include "dissection_cuda.h"
 #include "perturbation_cuda.h"
 #include "rectifier_cuda.h"
 #include "similarity_cuda.h"
@@ -349,6 +350,43 @@ void ascent_step(const at::Tensor& x, const at::Tensor& g, const at::Tensor& off
   TORCH_CHECK(err == 0, "featvis_cuda: ascent_step failed: ", featvis_cuda_error_string(err));
 }
 
+// The Network Dissection tally (featvis_fast/ops/dissection.py): acts (B, U, h, w) f32, thresholds (U,) f64,
+// labels (B, K, H, W) u8, annotated (B, K) u8; writes intersection, unit_area (U, K) and label_area (K,) int64.
+void dissect_tally(const at::Tensor& acts, const at::Tensor& thresholds, const at::Tensor& labels,
+                   const at::Tensor& annotated, const at::Tensor& intersection, const at::Tensor& unit_area,
+                   const at::Tensor& label_area) {
+  const at::Device device = acts.device();
+  check_tensor(acts, "acts", device);
+  check_tensor(thresholds, "thresholds", device);
+  check_tensor(labels, "labels", device);
+  check_tensor(annotated, "annotated", device);
+  check_tensor(intersection, "intersection", device);
+  check_tensor(unit_area, "unit_area", device);
+  check_tensor(label_area, "label_area", device);
+  TORCH_CHECK(acts.dim() == 4, "featvis_cuda: acts must be (B, U, h, w), got ", acts.sizes());
+  TORCH_CHECK(labels.dim() == 4, "featvis_cuda: labels must be (B, K, H, W), got ", labels.sizes());
+  const int64_t B = acts.size(0), U = acts.size(1), h = acts.size(2), w = acts.size(3);
+  const int64_t K = labels.size(1), H = labels.size(2), W = labels.size(3);
+  check_shape(acts, "acts", at::kFloat, acts.sizes());
+  check_shape(thresholds, "thresholds", at::kDouble, {U});
+  check_shape(labels, "labels", at::kByte, {B, K, H, W});
+  check_shape(annotated, "annotated", at::kByte, {B, K});
+  check_shape(intersection, "intersection", at::kLong, {U, K});
+  check_shape(unit_area, "unit_area", at::kLong, {U, K});
+  check_shape(label_area, "label_area", at::kLong, {K});
+  TORCH_CHECK(h >= 1 && w >= 1 && H >= 1 && W >= 1, "featvis_cuda: activation and label maps must be at least 1x1");
+  TORCH_CHECK(H * W <= kInt32Max && B * K <= kInt32Max && U <= kInt32Max,
+              "featvis_cuda: H * W, B * K and U must be < 2^31");
+  const c10::cuda::CUDAGuard guard(device);
+  const at::Tensor workspace =
+      at::empty({featvis_dissect_tally_workspace_bytes(B, K, H, W)}, acts.options().dtype(at::kByte));
+  const int err = featvis_dissect_tally_cuda(
+      acts.data_ptr<float>(), thresholds.data_ptr<double>(), labels.data_ptr<uint8_t>(), annotated.data_ptr<uint8_t>(),
+      B, U, h, w, K, H, W, workspace.data_ptr(), intersection.data_ptr<int64_t>(), unit_area.data_ptr<int64_t>(),
+      label_area.data_ptr<int64_t>(), current_stream());
+  TORCH_CHECK(err == 0, "featvis_cuda: dissect_tally failed: ", featvis_cuda_error_string(err));
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("pixel_similarity", &pixel_similarity,
         "sim_out[q, n] = metric(features[:, n], queries[q]) (int8: exact int32 sum * scales[n] * query_scales[q]); "
@@ -381,4 +419,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("l1"), py::arg("l2"), py::arg("lp"), py::arg("p"),
         py::arg("tv"), py::arg("beta"), py::arg("tv_eps"), py::arg("clip_lo"), py::arg("clip_hi"), py::arg("out"),
         py::arg("m_out"), py::arg("v_out"), py::arg("nxt"));
+  m.def("dissect_tally", &dissect_tally,
+        "Network Dissection tally: m = bilinear float64 upsampling of acts[b,u] to (H,W) > thresholds[u]; over "
+        "images with annotated[b,k]: intersection[u,k] += |m & labels[b,k]|, unit_area[u,k] += |m|, "
+        "label_area[k] += |labels[b,k]| (int64, exact)",
+        py::arg("acts"), py::arg("thresholds"), py::arg("labels"), py::arg("annotated"), py::arg("intersection"),
+        py::arg("unit_area"), py::arg("label_area"));
 }

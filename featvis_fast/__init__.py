@@ -7,6 +7,7 @@ from ._backend import BackendUnavailableError, backends
 from ._cpu_cache import empty_cpu_cache
 from .backprop import (Unit, deconvnet, gradcam, guided_backprop, guided_gradcam, lrp,
                        saliency)
+from .dissection import dissect
 from .images import load_image, sample_image, sample_images
 from .models import Preprocess, extract, layer_names, load_model
 from .perturbation import occlusion, rise
@@ -20,5 +21,5 @@ __all__ = [
     "BackendUnavailableError", "FeatureSimilarity", "METRICS", "Preprocess", "Unit", "attribution_heatmap",
     "backends", "colorize", "empty_cpu_cache",
     "colormap", "deconvnet", "extract", "gradcam", "grid", "guided_backprop", "guided_gradcam", "layer_names", "lrp",
-    "class_agnostic", "invert", "load_image", "load_model", "maximize", "occlusion", "overlay", "rise", "saliency", "sample_image", "sample_images", "signed_map",
+    "class_agnostic", "dissect", "invert", "load_image", "load_model", "maximize", "occlusion", "overlay", "rise", "saliency", "sample_image", "sample_images", "signed_map",
 ]

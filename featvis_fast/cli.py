@@ -1,5 +1,6 @@
 """The `featvis` command: similarity heat maps, IFeaLiD export, the demo job, reconstruction jobs
-(maximize, invert; see job_commands), and backend status."""
+(maximize, invert, class-agnostic; see job_commands), Network Dissection (dissection.command), and
+backend status."""
 from __future__ import annotations
 
 import argparse
@@ -11,6 +12,7 @@ import torch
 from PIL import ImageDraw
 
 from . import backends, extract, job_commands, load_image, load_model, overlay
+from .dissection import command as dissect_command
 from .render import COLORMAPS
 from .similarity import METRICS, FeatureSimilarity
 
@@ -132,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(func=_cmd_serve)
 
     job_commands.add_parsers(sub)
+    dissect_command.add_parser(sub)
 
     b = sub.add_parser("backends", help="which kernel backends are available here")
     b.set_defaults(func=_cmd_backends)

@@ -1,0 +1,200 @@
+"""Network Dissection (Bau et al., CVPR 2017; surveyed by Qin et al. 2018) on the device: each unit
+of a layer gets the concept whose segmentation masks its strongest activations overlap best.
+
+Per unit u: T_u = the top-q quantile of its activations over the whole dataset (exact, streaming:
+dissection.quantile); M_u = bilinear upsampling of its map to the label resolution > T_u;
+IoU_{u,c} = |M_u & L_c| / |M_u | L_c| summed over the images where c's category is annotated
+(the fused tally `featvis::dissect_tally`: no per-unit or per-image Python loop); the label is
+argmax_c IoU, interpretable when IoU >= iou_threshold; top-n images per unit by peak activation.
+Two passes over the data (thresholds, then tallies), as NetDissect makes them. Under
+torch.distributed (torchrun) each rank reads every world_size-th batch; the kept top values,
+tallies and top images are gathered and reduced, so the result equals one process's.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .. import _backend
+from .._cpu_cache import cached_cpu_memory
+from ..backprop.inference import rewritten_forward
+from ..models import extract, find_module
+from ..ops.dissection import dissect_tally
+from .data import Concept
+from .quantile import StreamingTopQuantile, TopImages
+from .result import DissectionResult
+
+THUMB = 96  # report thumbnails (pixels)
+
+
+def _world() -> tuple[int, int]:
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+
+
+def _check_batch(batch, k: int, label_size) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    if not isinstance(batch, (tuple, list)) or len(batch) != 3:
+        raise ValueError("a dissection dataset yields (images, masks, annotated) batches")
+    images, masks, annotated = batch
+    if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be (B, 3, H, W), got {tuple(getattr(images, 'shape', ()))}")
+    b = images.shape[0]
+    if not isinstance(masks, torch.Tensor) or masks.dim() != 4 or masks.shape[:2] != (b, k):
+        raise ValueError(f"masks must be (B={b}, K={k}, h, w) for {k} concepts, got {tuple(getattr(masks, 'shape', ()))}")
+    if label_size is not None and tuple(masks.shape[2:]) != label_size:
+        raise ValueError(f"masks are {tuple(masks.shape[2:])} in this batch and {label_size} before: one label size")
+    if not isinstance(annotated, torch.Tensor) or annotated.shape != (b, k):
+        raise ValueError(f"annotated must be (B={b}, K={k}), got {tuple(getattr(annotated, 'shape', ()))}")
+    if not torch.isfinite(images).all():
+        raise ValueError("images contain NaN or infinite values")
+    return images, masks.bool(), annotated.bool()
+
+
+class _Pass:
+    """One pass over this rank's share of the dataset: yields (first image index, images, masks,
+    annotated, activations (B, U, h, w))."""
+
+    def __init__(self, model, layer, dataset, k, batch_size, device, progress, desc, total) -> None:
+        self.model, self.layer, self.dataset, self.k = model, layer, dataset, k
+        self.batch_size, self.device, self.progress, self.desc, self.total = batch_size, device, progress, desc, total
+        self.label_size = None
+
+    def __iter__(self):
+        rank, world = _world()
+        first = 0
+        with tqdm(total=self.total, desc=self.desc, disable=not self.progress or rank != 0, leave=False) as bar:
+            for i, batch in enumerate(self.dataset):
+                images, masks, annotated = _check_batch(batch, self.k, self.label_size)
+                self.label_size = tuple(masks.shape[2:])
+                n = images.shape[0]
+                if i % world == rank:
+                    acts = self._activations(images.to(self.device))
+                    yield first, images, masks.to(self.device), annotated.to(self.device), acts
+                first += n
+                bar.update(n)
+
+    def _activations(self, images: torch.Tensor) -> torch.Tensor:
+        step = self.batch_size or images.shape[0]
+        chunks = [rewritten_forward(self.model, lambda c=c: extract(self.model, c, self.layer), learn=False)
+                  for c in images.split(step)]
+        acts = torch.cat(chunks)
+        if acts.dim() != 4:
+            raise ValueError(f"layer {self.layer!r} gives {tuple(acts.shape)}; dissection needs (B, U, h, w) maps")
+        return acts.float()
+
+
+def _count(dataset) -> int:
+    try:
+        return len(dataset)
+    except TypeError:
+        return sum(int(b[0].shape[0]) for b in dataset)
+
+
+def _gather_cat(t: torch.Tensor, dim: int) -> torch.Tensor:
+    if _world()[1] == 1:
+        return t
+    parts = [None] * _world()[1]
+    dist.all_gather_object(parts, t.cpu())
+    return torch.cat(parts, dim).to(t.device)
+
+
+def _sum(t: torch.Tensor) -> torch.Tensor:
+    if _world()[1] > 1:
+        t = t.cpu()
+        dist.all_reduce(t)
+    return t
+
+
+def dissect(model: torch.nn.Module, layer: str, dataset: Iterable, quantile: float = 0.005,
+            iou_threshold: float = 0.04, batch_size: int | None = None, *, top_n: int = 8,
+            mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), backend: str | None = None,
+            progress: bool = True) -> DissectionResult:
+    """Dissect `layer` of `model` on `dataset` (see featvis_fast.dissection.data) -> DissectionResult.
+    batch_size: images per forward (default: the dataset's batches); mean / std: the images'
+    normalization, undone for the report's thumbnails."""
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not 0 < quantile < 1:
+        raise ValueError(f"quantile must be in (0, 1), got {quantile!r}")
+    if not 0 <= iou_threshold <= 1:
+        raise ValueError(f"iou_threshold must be in [0, 1], got {iou_threshold!r}")
+    find_module(model, layer)
+    concepts = list(getattr(dataset, "concepts", None) or [])
+    if not concepts or not all(isinstance(c, Concept) for c in concepts):
+        raise ValueError("the dataset must list its concepts (dataset.concepts: Concept(name, category) each)")
+    device = next(model.parameters()).device
+    n_images = _count(dataset)
+    if n_images == 0:
+        raise ValueError("the dataset is empty")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), cached_cpu_memory(device):
+            return _dissect(model, layer, dataset, concepts, n_images, quantile, iou_threshold, batch_size, top_n,
+                            mean, std, _backend.resolve_backend(backend, device), device, progress)
+    finally:
+        model.train(was_training)
+
+
+def _dissect(model, layer, dataset, concepts, n_images, q, iou_threshold, batch_size, top_n, mean, std, backend,
+             device, progress) -> DissectionResult:
+    k = len(concepts)
+    first_pass = _Pass(model, layer, dataset, k, batch_size, device, progress, "dissect: thresholds", n_images)
+    quant = top = None
+    for first, _, _, _, acts in first_pass:
+        if quant is None:
+            u, h, w = acts.shape[1:]
+            quant = StreamingTopQuantile(u, n_images * h * w, q, device)
+            top = TopImages(u, top_n, device)
+        quant.update(acts)
+        top.update(acts, first)
+    if quant is None:  # this rank got no batch
+        raise ValueError("the dataset yielded no batch for this process")
+    if _world()[1] > 1:
+        quant.merge(_gather_cat(quant.top, 1), int(_sum(torch.tensor(quant.seen))))
+    thresholds = quant.result()
+    values, indices = _gather_cat(top.values, 1), _gather_cat(top.indices, 1)
+    top.values, order = torch.topk(values, min(top_n, values.shape[1]), dim=1)
+    top.indices = indices.gather(1, order)
+    owners: dict[int, list[int]] = {}  # image -> the units it is a top image of
+    for unit, row in enumerate(top.indices.tolist()):
+        for i in row:
+            owners.setdefault(i, []).append(unit)
+
+    u = thresholds.numel()
+    inter = torch.zeros(u, k, dtype=torch.long)
+    unit_area = torch.zeros(u, k, dtype=torch.long)
+    label_area = torch.zeros(k, dtype=torch.long)
+    thumbs: dict[int, torch.Tensor] = {}  # image -> (3, THUMB, THUMB) uint8
+    unit_masks: dict[tuple[int, int], torch.Tensor] = {}  # (unit, image) -> (THUMB, THUMB) bool
+    m = torch.tensor(mean).view(1, 3, 1, 1)
+    s = torch.tensor(std).view(1, 3, 1, 1)
+    second = _Pass(model, layer, dataset, k, batch_size, device, progress, "dissect: IoU", n_images)
+    for first, images, masks, annotated, acts in second:
+        i_, u_, l_ = dissect_tally(acts, thresholds.to(device), masks, annotated, backend)
+        inter += i_.cpu()
+        unit_area += u_.cpu()
+        label_area += l_.cpu()
+        for b in range(images.shape[0]):
+            units = owners.get(first + b)
+            if units is None:
+                continue
+            small = F.interpolate(images[b:b + 1].float().cpu() * s + m, size=(THUMB, THUMB), mode="bilinear",
+                                  align_corners=False, antialias=True).clamp(0, 1)
+            thumbs[first + b] = (small[0] * 255).round().to(torch.uint8)
+            up = F.interpolate(acts[b:b + 1, units].double().cpu(), size=(THUMB, THUMB), mode="bilinear",
+                               align_corners=False)[0]
+            for j, unit in enumerate(units):
+                unit_masks[unit, first + b] = up[j] > thresholds[unit]
+    if _world()[1] > 1:
+        gathered = [None] * _world()[1]
+        dist.all_gather_object(gathered, (thumbs, unit_masks))
+        thumbs = {i: t for part, _ in gathered for i, t in part.items()}
+        unit_masks = {key: t for _, part in gathered for key, t in part.items()}
+    return DissectionResult(layer=layer, concepts=concepts, thresholds=thresholds, intersection=_sum(inter),
+                            unit_area=_sum(unit_area), label_area=_sum(label_area), quantile=q,
+                            iou_threshold=iou_threshold, top_images=top.indices.cpu(), top_values=top.values.cpu(),
+                            thumbnails=thumbs, unit_masks=unit_masks, n_images=n_images)
