@@ -151,10 +151,9 @@ def test_the_default_model_dissects_to_a_full_table():
     assert result.iou.shape == (24, 5) and len(result.labels) == 24 and result.thresholds.dtype == torch.float64
 
 
-def _featvis_dissect(data, out, launcher=()):
-
+def _featvis_dissect(data, out, launcher=(), batch=4):
     cmd = [sys.executable, *launcher, "-m", "featvis_fast.cli", "dissect", "--layer", "_blocks.2", "--data",
-           str(data), "--out", str(out), "--size", "64", "--batch", "4", "--top", "2", "--no-progress"]
+           str(data), "--out", str(out), "--size", "64", "--batch", str(batch), "--top", "2", "--no-progress"]
     return subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
                           timeout=600)
 
@@ -171,6 +170,10 @@ def test_the_command_writes_the_report_and_two_torchrun_processes_agree(tmp_path
                            launcher=("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"))
     assert two.returncode == 0, two.stderr[-3000:]
     assert json.loads((tmp_path / "two" / "results.json").read_text()) == results
+    single = _featvis_dissect(tmp_path / "data", tmp_path / "single", batch=20,
+                              launcher=("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"))
+    assert single.returncode == 0, single.stderr[-3000:]  # one batch: the second process reads none
+    assert json.loads((tmp_path / "single" / "results.json").read_text()) == results
     bad = _featvis_dissect(tmp_path / "nothing", tmp_path / "three")
     assert bad.returncode == 2 and "concepts.csv is missing" in bad.stderr
 
@@ -185,3 +188,63 @@ def test_the_readme_figure_script(tmp_path):
     figure = module.make_figure(str(tmp_path / "d.png"), images=48, top=2)
     assert (tmp_path / "d.png").exists() and figure.width >= 2 * 96 and figure.height > 6 * 96
     assert np.asarray(figure.convert("L"), dtype=np.float32).std() > 5
+
+
+class OneShot(ListDataset):
+    def __init__(self, batches, concepts):
+        super().__init__(batches, concepts)
+        self._it = iter(batches)
+
+    def __iter__(self):
+        return self._it
+
+
+class Shuffled(ListDataset):
+    """Another order on every pass (as a shuffling loader)."""
+
+    def __init__(self, batches, concepts):
+        super().__init__(batches, concepts)
+        self.calls = 0
+
+    def __len__(self):
+        return sum(b[0].shape[0] for b in self.batches)
+
+    def __iter__(self):
+        self.calls += 1
+        return iter(self.batches if self.calls % 2 else self.batches[::-1])
+
+
+class CountsBatches(ListDataset):
+    def __len__(self):
+        return len(self.batches)
+
+
+def test_datasets_that_cannot_be_read_again_the_same_way_are_named():
+    data = list(SyntheticShapes(n=12, size=32, seed=1, batch_size=4))
+    concepts = SyntheticShapes.concepts
+    with pytest.raises(ValueError, match="one-shot iterator"):
+        dissect(RandomConvNet(0), "features", OneShot(data, concepts), **PLAIN)
+    with pytest.raises(ValueError, match="changed between the passes"):
+        dissect(RandomConvNet(0), "features", Shuffled(data, concepts), **PLAIN)
+    with pytest.raises(ValueError, match="must count images, not batches"):
+        dissect(RandomConvNet(0), "features", CountsBatches(data, concepts), **PLAIN)
+    with pytest.raises(ValueError, match="iou_threshold"):
+        dissect(RandomConvNet(0), "features", ListDataset(data, concepts), iou_threshold=0, **PLAIN)
+
+
+def test_top_images_break_ties_by_image_index_whatever_the_batching():
+    model = RandomConvNet(5)
+    with torch.no_grad():
+        model.features[0].bias[:3] = -100.0  # dead units: every image peaks at 0
+    runs = [dissect(model, "features", SyntheticShapes(n=20, size=32, seed=2, batch_size=b), top_n=4, **PLAIN)
+            for b in (1, 3, 20)]
+    assert all(torch.equal(r.top_images, runs[0].top_images) for r in runs)
+    assert runs[0].top_images[:3].tolist() == [[0, 1, 2, 3]] * 3
+
+
+def test_write_folder_takes_uint8_masks(tmp_path):
+    images, masks, annotated = next(iter(SyntheticShapes(n=4, size=32, seed=3)))
+    data = ListDataset([(images, masks.to(torch.uint8), annotated.to(torch.uint8))], SyntheticShapes.concepts)
+    write_folder(data, tmp_path / "set")
+    folder = FolderDataset(tmp_path / "set", transform=lambda im: torch.zeros(3, 32, 32))
+    assert torch.equal(next(iter(folder))[1], masks)

@@ -16,7 +16,11 @@ FolderDataset reads a folder laid out close to Broden's:
     images/        the photos (any Pillow format)
     labels/        label maps: 8- or 16-bit PNGs (or RGB PNGs read as R + 256 G, Broden's
                    encoding) of the concept number at each pixel
-Masks are at the label maps' resolution, which must be the same for every image.
+Masks are at the label maps' resolution, which must be the same for every image. Masks are
+dense (B, K, h, w) bools per batch (Broden's ~1200 concepts at 112 x 112: ~15 MB per image), so
+batch sizes suit the concept count. transform must not crop or flip (the label maps are not
+transformed); resizing is fine. dissect() reads a dataset two or three times and needs the
+same images in the same order each time.
 """
 from __future__ import annotations
 
@@ -99,20 +103,34 @@ class FolderDataset:
             annotated[self._of_category[cat]] = True
         return image, masks, annotated
 
+    def label_size(self) -> tuple[int, int]:
+        """The label maps' (h, w), from the first one listed."""
+        for row in self.index:
+            for cat in self.categories:
+                name = (row.get(cat) or "").strip()
+                if name:
+                    return tuple(_read_label_map(self.root / "labels" / name).shape)
+        raise ValueError(f"{self.root / 'index.csv'} lists no label map: there is nothing to dissect against")
+
+    def _batch(self, rows: list[dict], size: tuple[int, int]) -> Batch:
+        items = [self._item(r) for r in rows]
+        for _, m, _ in items:
+            if m is not None and tuple(m.shape[1:]) != size:
+                raise ValueError(f"label maps are {tuple(m.shape[1:])} and {size}: all must have one size")
+        masks = [m if m is not None else torch.zeros(len(self.concepts), *size, dtype=torch.bool) for _, m, _ in items]
+        return torch.stack([i for i, _, _ in items]), torch.stack(masks), torch.stack([a for _, _, a in items])
+
     def __iter__(self) -> Iterator[Batch]:
-        size = None
+        size = self.label_size()
         for start in range(0, len(self.index), self.batch_size):
-            items = [self._item(r) for r in self.index[start:start + self.batch_size]]
-            for _, m, _ in items:
-                if m is not None:
-                    if size is not None and tuple(m.shape[1:]) != size:
-                        raise ValueError(f"label maps are {tuple(m.shape[1:])} and {size}: all must have one size")
-                    size = tuple(m.shape[1:])
-            if size is None:
-                raise ValueError("no image of the first batch has a label map: the label resolution is unknown")
-            masks = [m if m is not None else torch.zeros(len(self.concepts), *size, dtype=torch.bool)
-                     for _, m, _ in items]
-            yield (torch.stack([i for i, _, _ in items]), torch.stack(masks), torch.stack([a for _, _, a in items]))
+            yield self._batch(self.index[start:start + self.batch_size], size)
+
+    def iter_shard(self, rank: int, world: int) -> Iterator[tuple[int, Batch | None]]:
+        """(images in the batch, the batch or None): batch i is read only by rank i % world."""
+        size = self.label_size()
+        for i, start in enumerate(range(0, len(self.index), self.batch_size)):
+            rows = self.index[start:start + self.batch_size]
+            yield len(rows), (self._batch(rows, size) if i % world == rank else None)
 
 
 def write_folder(dataset, root: str | Path, *, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)) -> Path:
@@ -134,7 +152,7 @@ def write_folder(dataset, root: str | Path, *, mean=(0.0, 0.0, 0.0), std=(1.0, 1
     s = torch.tensor(std).view(3, 1, 1)
     rows, count = [], 0
     for images, masks, annotated in dataset:
-        for image, mask, ann in zip(images, masks, annotated):
+        for image, mask, ann in zip(images, masks.bool().cpu(), annotated.bool().cpu()):
             name = f"{count:06d}"
             pixels = ((image.float() * s + m).clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
             Image.fromarray(pixels).save(root / "images" / f"{name}.png")

@@ -54,27 +54,51 @@ def _check_batch(batch, k: int, label_size) -> tuple[torch.Tensor, torch.Tensor,
 
 
 class _Pass:
-    """One pass over this rank's share of the dataset: yields (first image index, images, masks,
-    annotated, activations (B, U, h, w))."""
+    """One pass over the dataset: yields (first image index, images, masks, annotated, activations
+    (B, U, h, w)) for this rank's batches (every world-th). Afterwards `images` holds how many
+    images the whole pass saw. A dataset with `iter_shard(rank, world)` (FolderDataset) skips
+    loading the other ranks' batches."""
 
     def __init__(self, model, layer, dataset, k, batch_size, device, progress, desc, total) -> None:
         self.model, self.layer, self.dataset, self.k = model, layer, dataset, k
         self.batch_size, self.device, self.progress, self.desc, self.total = batch_size, device, progress, desc, total
-        self.label_size = None
+        self.label_size = self.map_size = None
+        self.images = 0
+
+    def _batches(self, rank: int, world: int):
+        """(number of images, batch or None when another rank's)."""
+        if hasattr(self.dataset, "iter_shard"):
+            yield from self.dataset.iter_shard(rank, world)
+            return
+        for i, batch in enumerate(self.dataset):
+            n = len(batch[0]) if isinstance(batch, (tuple, list)) and batch else 0
+            yield n, (batch if i % world == rank else None)
 
     def __iter__(self):
         rank, world = _world()
-        first = 0
         with tqdm(total=self.total, desc=self.desc, disable=not self.progress or rank != 0, leave=False) as bar:
-            for i, batch in enumerate(self.dataset):
-                images, masks, annotated = _check_batch(batch, self.k, self.label_size)
-                self.label_size = tuple(masks.shape[2:])
-                n = images.shape[0]
-                if i % world == rank:
+            for n, batch in self._batches(rank, world):
+                if self.images + n > self.total:
+                    self._count_error(self.images + n)
+                if batch is not None:
+                    images, masks, annotated = _check_batch(batch, self.k, self.label_size)
+                    self.label_size = tuple(masks.shape[2:])
                     acts = self._activations(images.to(self.device))
-                    yield first, images, masks.to(self.device), annotated.to(self.device), acts
-                first += n
+                    if self.map_size is not None and tuple(acts.shape[1:]) != self.map_size:
+                        raise ValueError(f"layer {self.layer!r} gave {tuple(acts.shape[1:])} maps in one batch and "
+                                         f"{self.map_size} before: the images must have one size")
+                    self.map_size = tuple(acts.shape[1:])
+                    yield self.images, images, masks.to(self.device), annotated.to(self.device), acts
+                self.images += n
                 bar.update(n)
+        if self.images != self.total:
+            self._count_error(self.images)
+
+    def _count_error(self, seen: int):
+        counted = f"at least {seen}" if seen > self.total else str(seen)
+        raise ValueError(f"the dataset yielded {counted} images in this pass, {self.total} were expected "
+                         "(len(dataset) must count images, not batches; dissect reads the data two or three "
+                         "times, in the same order, so a one-shot iterator or a shuffling loader cannot work)")
 
     def _activations(self, images: torch.Tensor) -> torch.Tensor:
         step = self.batch_size or images.shape[0]
@@ -87,10 +111,20 @@ class _Pass:
 
 
 def _count(dataset) -> int:
+    if iter(dataset) is dataset:
+        raise ValueError("the dataset is a one-shot iterator; dissect reads it two or three times: pass an object "
+                         "whose __iter__ starts again (see featvis_fast.dissection.data)")
     try:
         return len(dataset)
     except TypeError:
-        return sum(int(b[0].shape[0]) for b in dataset)
+        return sum(len(b[0]) for b in dataset)
+
+
+def _collective_device(t: torch.Tensor) -> torch.device:
+    """Where a collective can take t: nccl only handles CUDA tensors."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def _gather_cat(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -103,9 +137,19 @@ def _gather_cat(t: torch.Tensor, dim: int) -> torch.Tensor:
 
 def _sum(t: torch.Tensor) -> torch.Tensor:
     if _world()[1] > 1:
-        t = t.cpu()
-        dist.all_reduce(t)
+        on = t.to(_collective_device(t))
+        dist.all_reduce(on)
+        t = on.to(t.device)
     return t
+
+
+def _agree(value):
+    """The first non-None value over the ranks (a rank may have had no batch)."""
+    if _world()[1] == 1:
+        return value
+    parts = [None] * _world()[1]
+    dist.all_gather_object(parts, value)
+    return next((p for p in parts if p is not None), None)
 
 
 def dissect(model: torch.nn.Module, layer: str, dataset: Iterable, quantile: float = 0.005,
@@ -119,8 +163,8 @@ def dissect(model: torch.nn.Module, layer: str, dataset: Iterable, quantile: flo
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not 0 < quantile < 1:
         raise ValueError(f"quantile must be in (0, 1), got {quantile!r}")
-    if not 0 <= iou_threshold <= 1:
-        raise ValueError(f"iou_threshold must be in [0, 1], got {iou_threshold!r}")
+    if not 0 < iou_threshold <= 1:
+        raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold!r}")
     find_module(model, layer)
     concepts = list(getattr(dataset, "concepts", None) or [])
     if not concepts or not all(isinstance(c, Concept) for c in concepts):
@@ -144,21 +188,26 @@ def _dissect(model, layer, dataset, concepts, n_images, q, iou_threshold, batch_
     k = len(concepts)
     first_pass = _Pass(model, layer, dataset, k, batch_size, device, progress, "dissect: thresholds", n_images)
     quant = top = None
+
+    def start(u: int, h: int, w: int) -> None:
+        nonlocal quant, top
+        quant = StreamingTopQuantile(u, n_images * h * w, q, device)
+        top = TopImages(u, top_n, device)
+
     for first, _, _, _, acts in first_pass:
         if quant is None:
-            u, h, w = acts.shape[1:]
-            quant = StreamingTopQuantile(u, n_images * h * w, q, device)
-            top = TopImages(u, top_n, device)
+            start(*acts.shape[1:])
         quant.update(acts)
         top.update(acts, first)
-    if quant is None:  # this rank got no batch
-        raise ValueError("the dataset yielded no batch for this process")
+    shape = _agree(first_pass.map_size)
+    if shape is None:
+        raise ValueError("the dataset yielded no batch")
+    if quant is None:  # a rank that got no batch still takes part in the reductions
+        start(*shape)
     if _world()[1] > 1:
-        quant.merge(_gather_cat(quant.top, 1), int(_sum(torch.tensor(quant.seen))))
+        quant.merge(_gather_cat(quant.kept(), 1), int(_sum(torch.tensor(quant.seen))))
+        top.merge(_gather_cat(top.values, 1), _gather_cat(top.indices, 1))
     thresholds = quant.result()
-    values, indices = _gather_cat(top.values, 1), _gather_cat(top.indices, 1)
-    top.values, order = torch.topk(values, min(top_n, values.shape[1]), dim=1)
-    top.indices = indices.gather(1, order)
     owners: dict[int, list[int]] = {}  # image -> the units it is a top image of
     for unit, row in enumerate(top.indices.tolist()):
         for i in row:
@@ -182,6 +231,11 @@ def _dissect(model, layer, dataset, concepts, n_images, q, iou_threshold, batch_
             units = owners.get(first + b)
             if units is None:
                 continue
+            peaks = acts[b, units].flatten(1).amax(1).cpu()
+            stored = torch.stack([top.values[unit][top.indices[unit] == first + b][0] for unit in units]).cpu()
+            if not torch.allclose(peaks, stored, rtol=1e-4, atol=1e-6):
+                raise ValueError(f"image {first + b} changed between the passes: the dataset must yield the same "
+                                 "images in the same order every time it is iterated")
             small = F.interpolate(images[b:b + 1].float().cpu() * s + m, size=(THUMB, THUMB), mode="bilinear",
                                   align_corners=False, antialias=True).clamp(0, 1)
             thumbs[first + b] = (small[0] * 255).round().to(torch.uint8)

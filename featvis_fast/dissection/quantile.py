@@ -7,8 +7,11 @@ per unit known in advance (images x positions), numpy.quantile(values, 1 - q) (l
 interpolation) reads only the order statistics at ascending ranks floor(p) and ceil(p),
 p = (1 - q)(n - 1), which are among the top k = n - floor(p) values. Each batch is merged into
 a running top-k per unit (torch.topk over the kept values and the batch's), so the threshold is
-computed from exactly the values it depends on; nothing else is kept. Ranks of ties do not
-matter (equal values). With q = 0.005, k is about 0.5% of n.
+computed from exactly the values it depends on. Ranks of ties do not matter (equal values).
+With q = 0.005, k is about 0.5% of n: memory grows with the dataset, at 0.5% of its activations
+(plus one buffer of the same size). New values are first collected in that buffer and merged
+(one topk) when it fills, so the cost per value stays constant. The values
+are compared as float64, as numpy.quantile of the float64 values does.
 """
 from __future__ import annotations
 
@@ -35,6 +38,8 @@ class StreamingTopQuantile:
         self.units, self.total, self.q = units, total, q
         self.k = kept_count(total, q)
         self.top = torch.empty(units, 0, device=device)
+        self.pending: list[torch.Tensor] = []
+        self.pending_size = 0
         self.seen = 0
 
     def update(self, acts: torch.Tensor) -> None:
@@ -42,16 +47,32 @@ class StreamingTopQuantile:
         self.seen += flat.shape[1]
         if self.seen > self.total:
             raise ValueError(f"the stream holds more than the {self.total} values per unit it was sized for")
-        merged = torch.cat([self.top, flat], dim=1)
+        self.pending.append(flat)
+        self.pending_size += flat.shape[1]
+        if self.pending_size >= max(self.k, 1 << 16):
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.pending:
+            return
+        merged = torch.cat([self.top, *self.pending], dim=1)
+        self.pending, self.pending_size = [], 0
         self.top = torch.topk(merged, min(self.k, merged.shape[1]), dim=1, sorted=False).values
+
+    def kept(self) -> torch.Tensor:
+        """(U, <= k) the values kept so far (to gather from every process)."""
+        self._flush()
+        return self.top
 
     def merge(self, top: torch.Tensor, seen: int) -> None:
         """Take every process's kept values (concatenated along dim 1) and how many values they saw
         in all: the top k of the union is the top k of the whole stream."""
+        self.pending, self.pending_size = [], 0
         self.top = torch.topk(top, min(self.k, top.shape[1]), dim=1, sorted=False).values
         self.seen = seen
 
     def result(self) -> torch.Tensor:
+        self._flush()
         if self.seen != self.total:
             raise ValueError(f"the stream held {self.seen} values per unit, {self.total} were announced")
         desc = torch.sort(self.top.double(), dim=1, descending=True).values.cpu().numpy()
@@ -67,22 +88,28 @@ class StreamingTopQuantile:
 
 
 class TopImages:
-    """Per unit, the n images with the largest maximum activation (NetDissect's top images):
-    update(acts (B, U, h, w), first image index); result() -> (indices (U, n) long, values (U, n))."""
+    """Per unit, the n images with the largest maximum activation (NetDissect's top images), ties
+    broken by the lower image index (so that any batching or sharding gives the same list):
+    update(acts (B, U, h, w), first image index); merge(values, indices) of other processes."""
 
     def __init__(self, units: int, n: int, device) -> None:
         self.n = n
         self.values = torch.empty(units, 0, device=device)
         self.indices = torch.empty(units, 0, dtype=torch.long, device=device)
 
+    def _keep(self, values: torch.Tensor, indices: torch.Tensor) -> None:
+        by_index = torch.sort(indices, dim=1, stable=True)
+        values, indices = values.gather(1, by_index.indices), by_index.values
+        order = torch.sort(values, dim=1, descending=True, stable=True).indices[:, :self.n]
+        self.values, self.indices = values.gather(1, order), indices.gather(1, order)
+
     def update(self, acts: torch.Tensor, first: int) -> None:
         peak = acts.detach().float().flatten(2).amax(2).T  # (U, B)
         idx = torch.arange(first, first + acts.shape[0], device=peak.device).expand_as(peak)
-        values = torch.cat([self.values, peak], 1)
-        indices = torch.cat([self.indices, idx], 1)
-        k = min(self.n, values.shape[1])
-        self.values, order = torch.topk(values, k, dim=1)
-        self.indices = indices.gather(1, order)
+        self._keep(torch.cat([self.values, peak], 1), torch.cat([self.indices, idx], 1))
+
+    def merge(self, values: torch.Tensor, indices: torch.Tensor) -> None:
+        self._keep(values.to(self.values.device), indices.to(self.indices.device))
 
     def result(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.indices, self.values
