@@ -38,9 +38,21 @@ def similarity_grid(model, preprocess, device: str = "cpu", backend: str | None 
 
 
 def run_demo(out_dir: str = "featvis-demo", device: str = "cpu", backend: str | None = None) -> list[str]:
-    """Write the demo images under out_dir and return their paths."""
+    """Write the demo images (and the dissection report) under out_dir and return their paths."""
+    from . import demo_panels
+
     os.makedirs(out_dir, exist_ok=True)
     model, preprocess = load_model(device=device)
-    path = os.path.join(out_dir, "similarity_grid.png")
-    similarity_grid(model, preprocess, device, backend).save(path)
-    return [path]
+    paths = []
+
+    def save(name: str, image) -> None:
+        paths.append(os.path.join(out_dir, name))
+        image.save(paths[-1])
+
+    save("similarity_grid.png", similarity_grid(model, preprocess, device, backend))
+    save("attributions.png", demo_panels.attributions(model, preprocess, DEMO_IMAGES, device))
+    save("perturbation.png", demo_panels.perturbations(model, preprocess, DEMO_IMAGES, device))
+    for name, image in demo_panels.reconstructions(model, preprocess, device).items():
+        save(name, image)
+    paths.append(demo_panels.dissection_report(out_dir))
+    return paths

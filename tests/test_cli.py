@@ -45,11 +45,17 @@ def test_similarity_command_errors(tmp_path, capsys, argv, message):
     assert not (tmp_path / "x.png").exists()
 
 
-def test_demo_writes_the_grid(tmp_path, capsys):
+def test_demo_writes_every_familys_panel(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path)]) == 0
     grid = Image.open(tmp_path / "similarity_grid.png")
     assert grid.width > 1000 and grid.height > 500
-    assert str(tmp_path / "similarity_grid.png") in capsys.readouterr().out
+    out = capsys.readouterr().out
+    for name in ("similarity_grid.png", "attributions.png", "perturbation.png", "maximize.png", "invert.png"):
+        image = Image.open(tmp_path / name).convert("L")
+        assert image.width >= 256 and np.asarray(image, dtype=np.float32).std() > 5, name
+        assert str(tmp_path / name) in out
+    page = (tmp_path / "dissection" / "index.html").read_text()
+    assert "hbar" in page and "uninterpretable" in page
 
 
 def test_backends_command(capsys):
