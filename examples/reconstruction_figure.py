@@ -24,15 +24,11 @@ CHANNELS = (3, 12, 37, 41, 58, 77, 90, 101)
 INVERT_LAYERS = ("_blocks.2", "_blocks.6", "_blocks.10")
 
 
-def to_pil(image: torch.Tensor) -> Image.Image:
-    return Image.fromarray((image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy())
-
-
 def maximize_figure(out: str, size: int = 160, steps: int = 256, channels=CHANNELS) -> Image.Image:
     model, _ = fv.load_model()
     goal = fv.reconstruction.Each([fv.reconstruction.Channel("_blocks.10", c) for c in channels])
     images = fv.maximize(model, goal, steps=steps, size=size, progress=False)
-    figure = fv.grid([to_pil(i) for i in images], columns=len(channels) // 2 or 1,
+    figure = fv.grid([fv.render.to_pil(i) for i in images], columns=len(channels) // 2 or 1,
                      labels=[f"_blocks.10:{c}" for c in channels], cell=size)
     figure.save(out)
     return figure
@@ -45,7 +41,7 @@ def invert_figure(out: str, size: int = 160, steps: int = 200, sample: str = "ch
     x = preprocess(photo, size=size)
     panels, labels = [photo], [sample]
     for layer in layers:
-        panels.append(to_pil(fv.invert(model, x, layer, steps=steps, progress=False)[0]))
+        panels.append(fv.render.to_pil(fv.invert(model, x, layer, steps=steps, progress=False)[0]))
         labels.append(f"from {layer}")
     figure = fv.grid(panels, columns=len(panels), labels=labels, cell=size)
     figure.save(out)
@@ -72,7 +68,7 @@ def class_agnostic_figure(out: str, size: int = 160, steps: int = 400, clusters:
     result = fv.class_agnostic(model, x, layer, steps, size=size, clusters=clusters, per_cluster=4, pca=16,
                                progress=False)
     k = result.images.shape[0]
-    panels = [to_pil(i) for i in result.start_images] + [to_pil(i) for i in result.images]
+    panels = [fv.render.to_pil(i) for i in result.start_images] + [fv.render.to_pil(i) for i in result.images]
     labels = [f"cluster {c}: start" for c in range(k)] + [f"cluster {c}: result" for c in range(k)]
     figure = fv.grid(panels, columns=k, labels=labels, cell=size)
     figure.save(out)

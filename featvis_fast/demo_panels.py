@@ -9,15 +9,11 @@ from PIL import Image
 
 from . import backprop, dissection, perturbation, reconstruction
 from .images import load_image
-from .render import attribution_heatmap, colorize, grid, overlay
+from .render import attribution_heatmap, colorize, grid, overlay, to_pil
 
 
 def _rgb(heat: torch.Tensor, colormap: str = "gray") -> Image.Image:
     return Image.fromarray(colorize(heat, colormap, stretch=(0.0, 1.0)).numpy(), "RGBA").convert("RGB")
-
-
-def _pil(image: torch.Tensor) -> Image.Image:
-    return Image.fromarray((image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy())
 
 
 def _photos(preprocess, names, size: int, device):
@@ -63,8 +59,8 @@ def reconstructions(model, preprocess, device) -> dict[str, Image.Image]:
     maxi = reconstruction.maximize(model, goal, steps=128, size=128, progress=False)
     images, x = _photos(preprocess, ["chelsea"], 128, device)
     inv = reconstruction.invert(model, x, "_blocks.6", steps=100, progress=False)
-    return {"maximize.png": grid([_pil(i) for i in maxi], 4, [f"_blocks.10:{c}" for c in channels], cell=128),
-            "invert.png": grid([images[0], _pil(inv[0])], 2, ["chelsea", "inverted from _blocks.6"], cell=128)}
+    return {"maximize.png": grid([to_pil(i) for i in maxi], 4, [f"_blocks.10:{c}" for c in channels], cell=128),
+            "invert.png": grid([images[0], to_pil(inv[0])], 2, ["chelsea", "inverted from _blocks.6"], cell=128)}
 
 
 def dissection_report(out_dir: str) -> str:

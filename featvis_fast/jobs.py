@@ -32,7 +32,7 @@ import torch.distributed as dist
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .render import grid
+from .render import grid, to_pil
 
 UNIT_SEED_STRIDE = 1_000_003  # unit k of a job with seed s runs with seed s * stride + k
 
@@ -67,8 +67,8 @@ def _write_json(path: Path, value) -> None:
 
 
 def _write_png(path: Path, image: torch.Tensor) -> None:
-    array = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    _atomic_write(path, lambda fh: Image.fromarray(array).save(fh, format="PNG"))
+    picture = to_pil(image)
+    _atomic_write(path, lambda fh: picture.save(fh, format="PNG"))
 
 
 def rank_and_world() -> tuple[int, int]:

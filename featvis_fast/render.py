@@ -143,6 +143,11 @@ def grid(images: Sequence[Image.Image], columns: int, labels: Sequence[str] | No
     return out
 
 
+def to_pil(image: torch.Tensor) -> Image.Image:
+    """A (3, H, W) image in [0, 1] (clamped) as an 8-bit RGB PIL image."""
+    return Image.fromarray((image.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy())
+
+
 def attribution_heatmap(attribution: torch.Tensor) -> torch.Tensor:
     """FeatureVis' display of an input attribution: max(., 0), L2 norm over the colour channels,
     divided by each map's maximum. (B, C, H, W) -> (B, H, W) in [0, 1] ((C, H, W) -> (H, W)); all-zero stays 0."""

@@ -72,3 +72,18 @@ def test_validation_names_what_does_not_exist():
         Direction("a", torch.ones(4)).validate(shapes, 10)
     with pytest.raises(ValueError, match="different batch sizes"):
         Sum([(1.0, Channel("a", torch.arange(3))), (1.0, Channel("a", torch.arange(4)))])
+
+
+def test_each_on_a_channel_sweep_equals_the_per_image_objectives():
+    from featvis_fast.reconstruction.objectives import Each, parse
+
+    acts = {"l": torch.randn(4, 6, 5, 3), "m": torch.randn(4, 2, 5, 3)}
+    specs = ["l:1", "l:5", "l:0", "l:5"]
+    each = Each([parse(t) for t in specs])
+    assert each._sweep is not None  # the vectorized path
+    expected = torch.stack([acts["l"][i, int(t[2:])].mean() for i, t in enumerate(specs)])
+    assert torch.allclose(each(acts, None), expected, atol=1e-6)
+    mixed = Each([parse("l:1"), parse("m:1"), parse("2*l:0"), parse("l:3@1,1")])
+    assert mixed._sweep is None
+    assert torch.allclose(mixed(acts, None), torch.stack([acts["l"][0, 1].mean(), acts["m"][1, 1].mean(),
+                                                          2 * acts["l"][2, 0].mean(), acts["l"][3, 3, 1, 1]]))

@@ -196,6 +196,13 @@ class Diversity(Objective):
         return -(sim.sum(dim=1) - sim.diagonal()) / (n - 1)
 
 
+def _plain_channel(o: Objective) -> "Channel | None":
+    """o as a Channel with one int channel (also when wrapped in a weight-1 Sum), else None."""
+    if isinstance(o, Sum) and len(o.terms) == 1 and o.terms[0][0] == 1.0:
+        o = o.terms[0][1]
+    return o if type(o) is Channel and isinstance(o.channel, int) else None
+
+
 class Each(Objective):
     """Image i maximizes objectives[i] (a job's batch of unrelated targets: one image per target)."""
 
@@ -207,8 +214,15 @@ class Each(Objective):
         self.inputs = frozenset().union(*(o.inputs for o in self.objectives))
         self.needs_output = any(o.needs_output for o in self.objectives)
         self.images = len(self.objectives)
+        # one channel per image of one layer (a job's channel sweep): one gather, not a loop per image
+        plain = [_plain_channel(o) for o in self.objectives]
+        layers = {c.layer for c in plain if c is not None}
+        self._sweep = (Channel(layers.pop(), torch.tensor([c.channel for c in plain]))
+                       if None not in plain and len(layers) == 1 else None)
 
     def __call__(self, acts, output):
+        if self._sweep is not None:
+            return self._sweep(acts, output)
         return torch.cat([o({k: a[i:i + 1] for k, a in acts.items()}, None if output is None else output[i:i + 1])
                           for i, o in enumerate(self.objectives)])
 
