@@ -195,3 +195,24 @@ def test_channels_last_works_in_memory_order(device, backend, inplace, poison_ou
     (dx,) = torch.autograd.grad(y, leaf, g)
     m = (x0 > 0) & (x0 < 6)
     assert torch.equal(dx.cpu(), (g * m * (g > 0)).cpu())
+
+
+@pytest.mark.parametrize("device,backend", backend_params())
+@pytest.mark.parametrize("rule", list(RULE_IDS), ids=RULE_IDS.get)
+def test_squeeze_excitation_maps_with_channels_last_strides(device, backend, rule):
+    """(B, C, 1, 1) maps laid out channels-last (squeeze-excitation blocks of MobileNetV3 and
+    RegNet) are contiguous with unusual strides on the size-1 dimensions: forward, in place and
+    backward all take them, with the reference's values."""
+    gen = torch.Generator().manual_seed(5)
+    x = (torch.randn(3, 1, 1, 37, generator=gen) * 4).permute(0, 3, 1, 2)  # as a channels-last pool gives
+    assert x.is_contiguous() and x.stride() != (37, 1, 1, 1)
+    g = torch.randn(3, 1, 1, 37, generator=gen).permute(0, 3, 1, 2)
+    y64, packed64 = ref.rectify(x.double().contiguous(), 0.0, INF, 0.0, save_mask=rule != ref.DECONVNET)
+    y, packed = ops.rectify(x.to(device), 0.0, INF, 0.0, rule, backend)
+    assert torch.equal(y.cpu().double(), y64) and torch.equal(packed.cpu(), packed64)
+    inplace = x.clone().to(device)
+    assert torch.equal(ops.rectify_(inplace, 0.0, INF, 0.0, rule, backend).cpu(), packed64)
+    assert torch.equal(inplace.cpu().double(), y64)
+    dx = ops.rectify_backward(g.to(device), packed, rule, 0.0, False, backend)
+    dx64 = ref.rectify_backward(g.double().contiguous(), packed64, rule, 0.0, compute_dtype=torch.float64)
+    assert torch.equal(dx.cpu().double(), dx64)

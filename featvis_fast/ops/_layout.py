@@ -10,11 +10,25 @@ def channels_last(t: torch.Tensor) -> bool:
     return t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
 
 
+def _contiguous_strides(shape) -> tuple[int, ...]:
+    strides, step = [], 1
+    for n in reversed(shape):
+        strides.append(step)
+        step *= max(int(n), 1)
+    return tuple(reversed(strides))
+
+
 def memory_order(t: torch.Tensor, cl: bool) -> torch.Tensor:
-    """t laid out as requested (copied only if it is not), then viewed in memory order (contiguous)."""
-    if cl:
-        return t.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1)
-    return t.contiguous()
+    """t laid out as requested (copied only if it is not), then viewed in memory order with
+    canonical contiguous strides. A contiguous tensor may carry other strides on size-1
+    dimensions (a channels-last (B, C, 1, 1) squeeze-excitation map is also contiguous); the
+    kernels compare strides with their freshly allocated outputs, so those are normalized (a view
+    of the same memory)."""
+    v = t.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1) if cl else t.contiguous()
+    canonical = _contiguous_strides(v.shape)
+    if v.stride() != canonical:
+        v = v.as_strided(v.shape, canonical, v.storage_offset())
+    return v
 
 
 def logical(t: torch.Tensor, cl: bool) -> torch.Tensor:
