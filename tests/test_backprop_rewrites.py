@@ -64,11 +64,11 @@ def test_gradcam_rewrites_before_and_after_its_layer(rewrite_counts):
     first = fv.gradcam(model, x, 3, "layer.0", relu=False)
     second = fv.gradcam(model, x, 3, "layer.0", relu=False)
     assert rewrite_counts[0] == {}
-    # stem conv-BN-ReLU and body conv-BN-ReLU fold, and before the layer (no gradient wanted)
-    # each runs as one convolution with the ReLU as oneDNN post-op; body's last BN feeds an add,
-    # and layer.0 is the captured layer: its output escapes, so it is never rewritten
-    fused = 2 if _rewrite_calls._ONEDNN_POINTWISE else 0
-    assert rewrite_counts[1] == {"batch_norm": 3, "rectifier": 2, **({"fused_activation": fused} if fused else {})}
+    # stem conv-BN-ReLU and body conv-BN-ReLU: BN in place on the conv output, ReLU in place (a
+    # pass that takes a gradient keeps torch's values: no folding, no oneDNN post-op, also before
+    # the layer); body's last BN feeds an add, and layer.0 is the captured layer: its output
+    # escapes, so it is never rewritten
+    assert rewrite_counts[1] == {"batch_norm": 3, "rectifier": 2}
     assert_close(first, plain, 1e-6)
     assert_close(second, plain, 1e-5)
 
@@ -426,3 +426,26 @@ def test_one_pass_zero_pad_equals_torch(shape, pad, layout):
     assert torch.equal(ours, theirs) and ours.stride() == theirs.stride()
     assert zero_pad((x, pad), {"value": 1.0}) is NotImplemented
     assert zero_pad((x, tuple(-p for p in pad)), {}) is NotImplemented or not any(pad)
+
+
+def test_rewritten_forward_keeps_pytorchs_values_bit_for_bit(rewrite_counts):
+    """In passes that take a gradient the rewrites change no value: the output the target sees
+    equals plain PyTorch's forward in the layout the CPU attributions use (channels-last), bit
+    for bit, on the first call (watching) and on later ones (batch norm and rectifiers in place).
+    The rectifier masks are then PyTorch's own, so a float32 attribution flips exactly the
+    units PyTorch's flips."""
+    model = FormNet(OUT_OF_PLACE + ["F.relu_", "Tensor.clamp_(0,6)"], width=7, seed=11)
+    x = torch.randn(3, 3, 9, 10, generator=torch.Generator().manual_seed(5)) * 2
+    seen = []
+
+    def target(out):
+        seen.append(out.detach().clone())
+        return out[:, 2]
+
+    with torch.no_grad():
+        expected = model(x.contiguous(memory_format=torch.channels_last))
+    for _ in range(3):
+        fv.saliency(model, x, target)
+    assert rewrite_counts[1]["batch_norm"] == len(model.forms)
+    for out in seen:
+        assert torch.equal(out, expected)

@@ -74,14 +74,17 @@ class _LinearInputGrad(torch.autograd.Function):
 
 class _EvalBatchNorm(torch.autograd.Function):
     """Eval-mode batch norm y = x * scale + shift with (1, C, 1, ...) per-channel scale and shift;
-    backward grad * scale, the scale the only thing saved. Forward by torch's batch-norm kernel
-    on contiguous inputs, by addcmul on channels-last ones (faster there: 11.6 vs 16.3 ms for
-    (8, 96, 112, 112) on 2 cores; the other way round for contiguous inputs)."""
+    backward grad * scale, the scale the only thing saved. The forward is torch's own batch-norm
+    kernel, so its values are bit-identical to plain PyTorch's: a rectifier after it then sees
+    the same signs, and its masks (hence the attribution's float32 error) match PyTorch's.
+    inplace: the result is written into x (its producer's only consumer; see _rewrites), by the
+    same kernel."""
 
     @staticmethod
-    def forward(ctx, x, scale, shift, func, args, kwargs, eps):
-        if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-            z = torch.addcmul(shift, x, scale)
+    def forward(ctx, x, scale, shift, func, args, kwargs, eps, inplace):
+        if inplace and batch_norm_into(x, args, kwargs):
+            ctx.mark_dirty(x)
+            z = x
         else:
             z = func(x, *args[1:], **kwargs)
         _save(ctx, scale, z, eps)
@@ -91,8 +94,39 @@ class _EvalBatchNorm(torch.autograd.Function):
     def backward(ctx, grad):
         scale, grad = _incoming(ctx, grad)
         if getattr(ctx, "folded", False):  # the convolution before it applies the scale
-            return grad, None, None, None, None, None, None
-        return grad * scale, None, None, None, None, None, None
+            return grad, None, None, None, None, None, None, None
+        return grad * scale, None, None, None, None, None, None, None
+
+
+def fresh_strides(x: torch.Tensor) -> tuple[int, ...]:
+    """The strides of the output torch's batch norm allocates for x (its suggested memory format).
+    A (B, C, 1, 1) map with channels-last strides is also contiguous: torch returns canonical
+    contiguous strides, and a convolution reading either may pick a different kernel."""
+    fmt = torch.contiguous_format
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        fmt = torch.channels_last
+    return torch.empty(tuple(x.shape), device="meta", memory_format=fmt).stride()
+
+
+def batch_norm_into(x: torch.Tensor, args, kwargs) -> bool:
+    """Eval batch norm of x written into x by torch's own kernel (native_batch_norm.out: the
+    values F.batch_norm gives, bit for bit, without a fresh activation-sized tensor). False where
+    that kernel does not take the call (then nothing was written)."""
+    mean, var = _arg(args, kwargs, 1, "running_mean", None), _arg(args, kwargs, 2, "running_var", None)
+    weight, bias = _arg(args, kwargs, 3, "weight", None), _arg(args, kwargs, 4, "bias", None)
+    if _arg(args, kwargs, 5, "training", False) or mean is None or var is None:
+        return False
+    if x.stride() != fresh_strides(x):
+        return False  # the next layer would see other strides than torch's output has (and may round otherwise)
+    eps = float(_arg(args, kwargs, 7, "eps", 1e-5))
+    empty = x.new_empty((0,))
+    try:
+        with torch.no_grad():
+            torch.ops.aten.native_batch_norm.out(x, weight, bias, mean, var, False, 0.0, eps, out=x,
+                                                 save_mean=empty, save_invstd=empty.clone())
+    except (RuntimeError, TypeError):
+        return False
+    return True
 
 
 def _arg(args, kwargs, index, name, default):
@@ -127,11 +161,12 @@ def batch_norm_affine(mean, var, weight, bias, eps: float, dtype: torch.dtype):
     return scale, shift
 
 
-def lean_call(func, args, kwargs, eps: float | None = None):
+def lean_call(func, args, kwargs, eps: float | None = None, inplace: bool = False):
     """A lean replacement's result for this call, or NotImplemented to run `func` as usual.
 
     Only taken when grad is on, the input requires grad and no parameter of the call does.
-    eps: also apply LRP's epsilon ratio in the backward (the output is then saved too)."""
+    eps: also apply LRP's epsilon ratio in the backward (the output is then saved too).
+    inplace: a batch norm may write into its input (the forward rewrites found it its only consumer)."""
     if not torch.is_grad_enabled() or not args or not isinstance(args[0], torch.Tensor):
         return NotImplemented
     x = args[0]
@@ -160,7 +195,7 @@ def lean_call(func, args, kwargs, eps: float | None = None):
             return NotImplemented
         view = (1, -1) + (1,) * (x.dim() - 2)
         scale, shift = (t.to(x.dtype).view(view) for t in affine)
-        return _EvalBatchNorm.apply(x, scale, shift, func, args, kwargs, eps)
+        return _EvalBatchNorm.apply(x, scale, shift, func, args, kwargs, eps, inplace and x._base is None)
     return NotImplemented
 
 

@@ -59,12 +59,15 @@ class RectifierRuleMode(TorchFunctionMode):
 
     def _call(self, func, args, kwargs, inplace: bool = False):
         call = _rectifiers.parse(func, args, kwargs)
-        if call is not None and inplace:  # the rectifier is its input's only consumer (see _rewrites)
+        if call is not None and inplace and not call.inplace and call.x.stride() == _lean.fresh_strides(call.x):
+            # the rectifier is its input's only consumer (see _rewrites); written in place only
+            # where its output keeps the strides a fresh one would have (a (B, C, 1, 1) map with
+            # channels-last strides would reach the next convolution differently laid out)
             call = dataclasses.replace(call, inplace=True)
         if call is not None and self._differentiable(call.x):
             self.counts[call.form] += 1
             return self._rectify(call)
-        if call is not None and inplace:
+        if call is not None and inplace and call.inplace:
             return _rectifiers.apply_inplace(call)
         name = _rectifiers.nonlinear_name(func)
         if name is not None:
@@ -76,9 +79,13 @@ class RectifierRuleMode(TorchFunctionMode):
             if out is not NotImplemented:
                 return out
         eps = self.lrp_eps if func in LINEAR_FUNCS else None
-        out = _lean.lean_call(func, args, kwargs, eps) if self.lean else NotImplemented
+        out = _lean.lean_call(func, args, kwargs, eps, inplace=inplace) if self.lean else NotImplemented
         if out is not NotImplemented:
             return out
+        if inplace and func is F.batch_norm:  # a batch norm the rewrites let write into its input
+            x = args[0] if args else kwargs["input"]
+            if not (torch.is_grad_enabled() and x.requires_grad) and _lean.batch_norm_into(x, args, kwargs):
+                return x
         out = func(*args, **kwargs)
         if eps is not None and isinstance(out, torch.Tensor):
             out = epsilon_ratio(out, eps)

@@ -2,16 +2,18 @@
 place, zero pads folded into the next convolution's padding. (Reading the calls: _rewrite_calls.)
 
 Three rewrites, each legal only when a layer's output has exactly one consumer:
-- conv -> eval batch norm: BN(conv(x, W) + b) = conv(x, W * s) + (b * s + t), with s, t the batch
-  norm's per-channel scale and shift (Ioffe & Szegedy 2015): one convolution instead of a
-  convolution, a normalization pass and an activation-sized allocation, forward and backward.
+- conv -> eval batch norm: in passes that take a gradient, the batch norm runs torch's own kernel
+  in place on the convolution's output (no activation-sized allocation, values bit-identical to
+  PyTorch's, so every rectifier mask is PyTorch's). In forward-only passes (fold=True) it is folded:
+  BN(conv(x, W) + b) = conv(x, W * s) + (b * s + t), with s, t the batch norm's per-channel scale
+  and shift (Ioffe & Szegedy 2015): one convolution instead of a convolution and a normalization pass.
 - conv or batch norm -> rectifier: the rectifier writes into its input instead of a fresh
   tensor. On the CPU a fresh activation-sized tensor costs more in page faults than the
   rectifier's arithmetic (10.4 ms vs 0.7 ms in place for (8, 96, 112, 112) fp32 on 2 cores).
 - symmetric zero F.pad -> convolution (TF-style 'same' padding, as EfficientNet-Lite has it):
   the padded copy is never made; the convolution pads by itself (a quarter of an
   EfficientNet-Lite0 forward on 2 cores went to building padded copies).
-In passes that need no gradient (perturbation methods, Grad-CAM's prefix) a float32 CPU conv2d
+In forward-only passes (perturbation methods, dissection) a float32 CPU conv2d
 whose output (or its folded batch norm's) goes to a rectifier runs as one oneDNN convolution
 with the rectifier as its post-op, and the rectifier call just passes the result on.
 
@@ -96,20 +98,20 @@ def _has_hooks(model: torch.nn.Module) -> bool:
     return any(getattr(m, name) for m in model.modules() for name in _HOOK_DICTS)
 
 
-def start(model: torch.nn.Module, *, rewrite: bool = True) -> "ForwardRewrites | None":
-    """Rewrite state for one forward of `model`, or None where rewrites do not apply."""
+def start(model: torch.nn.Module, *, rewrite: bool = True, fold: bool = False) -> "ForwardRewrites | None":
+    """Rewrite state for one forward of `model`, or None where rewrites do not apply (fold: see ForwardRewrites)."""
     if not _enabled or _has_hooks(model) or any(m.training for m in model.modules()):
         return None
     plan = _PLANS.get(model)
     if plan is None:
         plan = _PLANS[model] = Plan()
-    return ForwardRewrites(plan, rewrite=rewrite)
+    return ForwardRewrites(plan, rewrite=rewrite, fold=fold)
 
 
-def run(model: torch.nn.Module, attribution, *, allowed: bool = True):
+def run(model: torch.nn.Module, attribution, *, allowed: bool = True, fold: bool = False):
     """attribution(rewrites) with forward rewrites where they apply; after a RewriteMismatch the
-    plan refuses that layer and the call runs again, only watching."""
-    rewrites = start(model) if allowed else None
+    plan refuses that layer and the call runs again, only watching. fold: see ForwardRewrites."""
+    rewrites = start(model, fold=fold) if allowed else None
     if rewrites is None:
         return attribution(None)
     rng = _rng_state()
@@ -123,7 +125,7 @@ def run(model: torch.nn.Module, attribution, *, allowed: bool = True):
             raise
         rewrites.plan.refuse(key)
     _set_rng_state(rng)  # the rerun draws the same random numbers the first attempt did
-    return attribution(start(model, rewrite=False))
+    return attribution(start(model, rewrite=False, fold=fold))
 
 
 def _rng_state():
@@ -156,10 +158,17 @@ class _Entry:
 
 
 class ForwardRewrites:
-    """Per-call state, driven by RectifierRuleMode: before() and after() around every torch function."""
+    """Per-call state, driven by RectifierRuleMode: before() and after() around every torch function.
 
-    def __init__(self, plan: Plan, *, rewrite: bool = True) -> None:
-        self.plan, self.rewrite = plan, rewrite
+    fold=False (every pass that takes a gradient): each rewrite keeps plain PyTorch's values bit
+    for bit: a batch norm after its convolution runs torch's own kernel in place on the
+    convolution's output, a rectifier writes into its input. Rectifier masks, and so the
+    attribution's float32 error, are then PyTorch's own. fold=True (forward-only passes, whose
+    results are continuous in the activations: occlusion, RISE, dissection): the batch norm is
+    folded into the convolution's weights, and a following rectifier becomes oneDNN's post-op."""
+
+    def __init__(self, plan: Plan, *, rewrite: bool = True, fold: bool = False) -> None:
+        self.plan, self.rewrite, self.fold = plan, rewrite, fold
         self.rewritten = Counter()
         self.mismatch = None
         self._uses: Counter[tuple] = Counter()
@@ -212,7 +221,11 @@ class ForwardRewrites:
         rw = entry.rewrite
         if isinstance(rw, BatchNorm) and func is F.batch_norm and rw.same(BatchNorm.of(args, kwargs)) \
                 and entry.versions == rw.versions():
-            result = base
+            if self.fold:
+                result = base  # the convolution applied it already
+            else:
+                args, kwargs = calls.with_input(args, kwargs, base)
+                inplace = True
         elif isinstance(rw, Rectifier) and calls.rectifier_of(func, args, kwargs) is not None:
             if entry.activated is None:
                 args, kwargs = calls.with_input(args, kwargs, base)
@@ -237,7 +250,7 @@ class ForwardRewrites:
             return out
         plain = out._base is None and out.dim() >= 3  # a batched output of its own, not a view
         if note.rewrite is None or not plain:
-            if isinstance(note.rewrite, BatchNorm):  # already folded: it cannot go on unnoticed
+            if isinstance(note.rewrite, BatchNorm) and self.fold:  # already folded: it cannot go on unnoticed
                 self._mismatch(note.key)
             entry = _Entry(out, note.key, None if plain else calls.REFUSED)
             self._watched[id(out)] = entry
@@ -282,8 +295,8 @@ class ForwardRewrites:
             return None, None, args, kwargs, NotImplemented
         key, planned = self._key("conv", weight)
         x = args[0] if args else kwargs.get("input")
-        activation = planned
-        if isinstance(planned, BatchNorm):
+        activation = planned if self.fold else None
+        if isinstance(planned, BatchNorm) and self.fold:
             bias = args[2] if len(args) > 2 else kwargs.get("bias")
             fused = calls.fused_weights(weight, bias, planned, x)
             if fused is None:

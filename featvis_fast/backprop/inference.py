@@ -33,4 +33,4 @@ def rewritten_forward(model: torch.nn.Module, run: Callable[[], T], *, learn: bo
                 rewrites.learn()
         return result
 
-    return _rewrites.run(model, attempt)
+    return _rewrites.run(model, attempt, fold=True)
