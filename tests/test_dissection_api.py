@@ -2,6 +2,7 @@
 none; thresholds, tallies, IoU and labels equal a NetDissect-Lite-style NumPy procedure exactly;
 streaming thresholds equal the in-memory ones; the folder format round-trips; the report is
 written; bad data is named."""
+import collections
 import json
 import os
 import subprocess
@@ -248,3 +249,44 @@ def test_write_folder_takes_uint8_masks(tmp_path):
     write_folder(data, tmp_path / "set")
     folder = FolderDataset(tmp_path / "set", transform=lambda im: torch.zeros(3, 32, 32))
     assert torch.equal(next(iter(folder))[1], masks)
+
+
+class ImageItems(torch.utils.data.Dataset):
+    """SyntheticShapes as a map-style dataset of single images (what a DataLoader batches), with
+    its concepts as namedtuples (a record with the same fields as Concept)."""
+
+    def __init__(self, data: SyntheticShapes):
+        images, masks, annotated = (torch.cat(t) for t in zip(*data))
+        self.items = list(zip(images, masks, annotated))
+        record = collections.namedtuple("Record", "name category")
+        self.concepts = [record(c.name, c.category) for c in data.concepts]
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+@pytest.mark.parametrize("batch_size,drop_last", [(5, False), (4, True), (13, True)])
+def test_a_dataloader_over_images_with_namedtuple_concepts_dissects_as_the_batches_do(batch_size, drop_last):
+    model = RandomConvNet(3)
+    items = ImageItems(SyntheticShapes(n=13, size=32, seed=6, batch_size=13))
+    loader = torch.utils.data.DataLoader(items, batch_size=batch_size, drop_last=drop_last)
+    assert len(loader) != len(items)  # len() counts batches
+    kept = len(items) - (len(items) % batch_size if drop_last else 0)
+    batches = [tuple(torch.stack(t) for t in zip(*items.items[:kept]))]
+    expected = dissect(model, "features", ListDataset(batches, SyntheticShapes.concepts), **PLAIN)
+    got = dissect(model, "features", loader, **PLAIN)
+    assert got.n_images == kept and got.concepts == SyntheticShapes.concepts
+    for name in ("thresholds", "intersection", "unit_area", "label_area", "top_images"):
+        assert torch.equal(getattr(got, name), getattr(expected, name)), name
+
+
+def test_a_shuffling_dataloader_and_shapeless_concepts_are_named():
+    items = ImageItems(SyntheticShapes(n=8, size=32, seed=1, batch_size=8))
+    with pytest.raises(ValueError, match="DataLoader shuffles"):
+        dissect(RandomConvNet(0), "features", torch.utils.data.DataLoader(items, batch_size=4, shuffle=True), **PLAIN)
+    items.concepts = [("red", "color"), 7]
+    with pytest.raises(ValueError, match="concept 7 has no name and category"):
+        dissect(RandomConvNet(0), "features", torch.utils.data.DataLoader(items, batch_size=4), **PLAIN)

@@ -66,6 +66,25 @@ def test_reproducible_by_seed_and_one_image_per_channel():
     assert combo.shape == (2, 3, 24, 24)
 
 
+def test_a_list_of_objectives_makes_one_image_each_as_each_does():
+    from featvis_fast.reconstruction.objectives import Each, parse
+
+    model = ReluOnlyNet()
+    specs = ["layer.0:3", "layer.0:5 - 0.5*body.3", "class:2"]
+    as_list = maximize(model, specs, steps=4, size=24, seed=1, progress=False)
+    of_strings = maximize(model, Each(specs), steps=4, size=24, seed=1, progress=False)
+    of_objectives = maximize(model, Each([parse(s) for s in specs]), steps=4, size=24, seed=1, progress=False)
+    assert as_list.shape == (3, 3, 24, 24)
+    assert torch.equal(as_list, of_strings) and torch.equal(as_list, of_objectives)
+    assert not torch.equal(as_list[:1], as_list[1:2])  # each image follows its own objective
+    with pytest.raises(ValueError, match="each target makes one image"):
+        maximize(model, ["layer.0:*", "layer.0:1"], steps=2, size=24, progress=False)
+    with pytest.raises(ValueError, match="out of range for layer 'layer.0'"):
+        maximize(model, ["layer.0:1", "layer.0:99"], steps=2, size=24, progress=False)
+    with pytest.raises(TypeError, match="a list of objectives"):
+        Each("layer.0:1")
+
+
 def test_the_model_is_left_unchanged():
     model = ReluOnlyNet()
     model.train()

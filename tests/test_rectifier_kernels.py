@@ -216,3 +216,17 @@ def test_squeeze_excitation_maps_with_channels_last_strides(device, backend, rul
     dx = ops.rectify_backward(g.to(device), packed, rule, 0.0, False, backend)
     dx64 = ref.rectify_backward(g.double().contiguous(), packed64, rule, 0.0, compute_dtype=torch.float64)
     assert torch.equal(dx.cpu().double(), dx64)
+
+
+_FRESH_CASES = [(shape, fmt) for shape in [(2, 3, 5, 7), (1, 4, 1, 1), (3, 1, 1, 5), (2, 1, 3, 1)]
+                for fmt in (torch.contiguous_format, torch.channels_last)]
+_FRESH_CASES += [((0, 3, 2, 2), torch.contiguous_format), ((2, 5), torch.contiguous_format)]
+
+
+@pytest.mark.parametrize("shape,fmt", _FRESH_CASES)
+def test_fresh_strides_are_the_strides_torchs_own_ops_allocate(shape, fmt):
+    from featvis_fast.ops._layout import fresh_strides
+
+    x = torch.empty(shape, memory_format=fmt)
+    assert fresh_strides(x) == torch.relu(x).stride() == torch.nn.functional.batch_norm(
+        x, torch.zeros(shape[1]), torch.ones(shape[1])).stride()

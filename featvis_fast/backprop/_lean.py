@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..ops import _layout
 from ._lrp import epsilon_factor
 
 _CONV_DIMS = {F.conv1d: 1, F.conv2d: 2, F.conv3d: 3}
@@ -98,16 +99,6 @@ class _EvalBatchNorm(torch.autograd.Function):
         return grad * scale, None, None, None, None, None, None, None
 
 
-def fresh_strides(x: torch.Tensor) -> tuple[int, ...]:
-    """The strides of the output torch's batch norm allocates for x (its suggested memory format).
-    A (B, C, 1, 1) map with channels-last strides is also contiguous: torch returns canonical
-    contiguous strides, and a convolution reading either may pick a different kernel."""
-    fmt = torch.contiguous_format
-    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-        fmt = torch.channels_last
-    return torch.empty(tuple(x.shape), device="meta", memory_format=fmt).stride()
-
-
 def batch_norm_into(x: torch.Tensor, args, kwargs) -> bool:
     """Eval batch norm of x written into x by torch's own kernel (native_batch_norm.out: the
     values F.batch_norm gives, bit for bit, without a fresh activation-sized tensor). False where
@@ -116,7 +107,7 @@ def batch_norm_into(x: torch.Tensor, args, kwargs) -> bool:
     weight, bias = _arg(args, kwargs, 3, "weight", None), _arg(args, kwargs, 4, "bias", None)
     if _arg(args, kwargs, 5, "training", False) or mean is None or var is None:
         return False
-    if x.stride() != fresh_strides(x):
+    if x.stride() != _layout.fresh_strides(x):
         return False  # the next layer would see other strides than torch's output has (and may round otherwise)
     eps = float(_arg(args, kwargs, 7, "eps", 1e-5))
     empty = x.new_empty((0,))

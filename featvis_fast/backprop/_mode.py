@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from .. import _rectifier_reference as ref
+from ..ops import _layout
 from ..ops import rectifier as rectifier_ops
 from . import _fast_pad, _lean, _rectifiers, _rewrites
 from ._lrp import LINEAR_FUNCS, epsilon_ratio
@@ -59,7 +60,7 @@ class RectifierRuleMode(TorchFunctionMode):
 
     def _call(self, func, args, kwargs, inplace: bool = False):
         call = _rectifiers.parse(func, args, kwargs)
-        if call is not None and inplace and not call.inplace and call.x.stride() == _lean.fresh_strides(call.x):
+        if call is not None and inplace and not call.inplace and call.x.stride() == _layout.fresh_strides(call.x):
             # the rectifier is its input's only consumer (see _rewrites); written in place only
             # where its output keeps the strides a fresh one would have (a (B, C, 1, 1) map with
             # channels-last strides would reach the next convolution differently laid out)

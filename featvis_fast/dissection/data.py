@@ -6,6 +6,10 @@ A dataset is any object that
   annotated (B, K) bool)`, where annotated[b, k] says that concept k's category is labelled in
   image b (NetDissect counts a concept only over such images);
 - optionally has `len()`: the number of images (otherwise dissect() reads it once to count).
+A torch DataLoader (shuffle=False) over a dataset of single (image, masks, annotated) items is
+one too: its dataset's `concepts` are used, and the images are counted from its sampler (its
+len() counts batches). A concept may be any record with `name` and `category` fields (a
+namedtuple, a dataclass) or a (name, category) pair.
 
 FolderDataset reads a folder laid out close to Broden's:
     concepts.csv   header `name,category`; one row per concept, its number = its row (1-based);

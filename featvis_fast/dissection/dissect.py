@@ -17,6 +17,7 @@ from collections.abc import Iterable
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 from tqdm.auto import tqdm
 
 from .. import _backend
@@ -110,7 +111,51 @@ class _Pass:
         return acts.float()
 
 
+def _concepts(dataset) -> list[Concept]:
+    """dataset.concepts (for a DataLoader: its dataset's), each as a Concept. Any record with
+    `name` and `category` fields (a namedtuple, a dataclass) or a (name, category) pair is one."""
+    listed = getattr(dataset, "concepts", None)
+    if listed is None and isinstance(dataset, DataLoader):
+        listed = getattr(dataset.dataset, "concepts", None)
+    concepts = []
+    for c in list(listed or []):
+        if isinstance(c, Concept):
+            concepts.append(c)
+        elif hasattr(c, "name") and hasattr(c, "category"):
+            concepts.append(Concept(str(c.name), str(c.category)))
+        elif isinstance(c, (tuple, list)) and len(c) == 2 and all(isinstance(v, str) for v in c):
+            concepts.append(Concept(*c))
+        else:
+            raise ValueError(f"concept {c!r} has no name and category (a Concept(name, category), a record with "
+                             "those fields, or a (name, category) pair)")
+    if not concepts:
+        raise ValueError("the dataset must list its concepts (dataset.concepts, or a DataLoader's "
+                         "dataset.concepts: Concept(name, category) each)")
+    return concepts
+
+
+def _loader_images(loader: DataLoader) -> int | None:
+    """How many images a DataLoader yields per pass (its len() counts batches), or None when
+    only reading it tells."""
+    if isinstance(loader.sampler, RandomSampler) or isinstance(getattr(loader.batch_sampler, "sampler", None),
+                                                               RandomSampler):
+        raise ValueError("the DataLoader shuffles: dissect reads the data two or three times and needs the same "
+                         "images in the same order each time (shuffle=False)")
+    batcher = loader.batch_sampler
+    if isinstance(batcher, BatchSampler):
+        try:
+            n = len(batcher.sampler)
+        except TypeError:
+            return None
+        return n - n % batcher.batch_size if batcher.drop_last else n
+    return None
+
+
 def _count(dataset) -> int:
+    """Images per pass over the dataset."""
+    if isinstance(dataset, DataLoader):
+        n = _loader_images(dataset)
+        return n if n is not None else sum(len(b[0]) for b in dataset)
     if iter(dataset) is dataset:
         raise ValueError("the dataset is a one-shot iterator; dissect reads it two or three times: pass an object "
                          "whose __iter__ starts again (see featvis_fast.dissection.data)")
@@ -156,9 +201,24 @@ def dissect(model: torch.nn.Module, layer: str, dataset: Iterable, quantile: flo
             iou_threshold: float = 0.04, batch_size: int | None = None, *, top_n: int = 8,
             mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), backend: str | None = None,
             progress: bool = True) -> DissectionResult:
-    """Dissect `layer` of `model` on `dataset` (see featvis_fast.dissection.data) -> DissectionResult.
-    batch_size: images per forward (default: the dataset's batches); mean / std: the images'
-    normalization, undone for the report's thumbnails."""
+    """Dissect `layer` of `model` on `dataset` -> DissectionResult.
+
+    Args:
+        model: the network (eval mode is set for the run and restored).
+        layer: the module name whose (B, U, h, w) output is dissected.
+        dataset: batches of (images (B, 3, H, W), masks (B, K, h, w) bool, annotated (B, K) bool)
+            with `concepts` (see featvis_fast.dissection.data), or a torch DataLoader
+            (shuffle=False) over single images whose dataset has `concepts`.
+        quantile: each unit's top activation quantile (NetDissect: 0.005).
+        iou_threshold: the IoU from which a unit counts as interpretable.
+        batch_size: images per forward (default: the dataset's batches).
+        top_n: top images kept per unit for the report.
+        mean, std: the images' normalization, undone for the report's thumbnails.
+        backend: the tally kernel's backend (None: the fastest for the device).
+        progress: tqdm bars.
+    Returns:
+        DissectionResult (thresholds, tallies, IoU, labels, top images).
+    """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not 0 < quantile < 1:
@@ -166,9 +226,7 @@ def dissect(model: torch.nn.Module, layer: str, dataset: Iterable, quantile: flo
     if not 0 < iou_threshold <= 1:
         raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold!r}")
     find_module(model, layer)
-    concepts = list(getattr(dataset, "concepts", None) or [])
-    if not concepts or not all(isinstance(c, Concept) for c in concepts):
-        raise ValueError("the dataset must list its concepts (dataset.concepts: Concept(name, category) each)")
+    concepts = _concepts(dataset)
     device = next(model.parameters()).device
     n_images = _count(dataset)
     if n_images == 0:

@@ -9,7 +9,7 @@ forward rewrites) -> the objective's gradient -> `featvis::ascent_step` (regular
 SGD, clipping, the next crop in one pass). The plain eager loop is featvis_fast.reconstruction._eager.
 
 maximize(model, objective, steps, ...) -> (N, 3, H, W) images in [0, 1]; N is set by the
-objective ("layer:*": one image per channel) or by `batch` (default 1).
+objective ("layer:*": one image per channel; a list: one image per item) or by `batch` (default 1).
 """
 from __future__ import annotations
 
@@ -108,7 +108,8 @@ def maximize(model: torch.nn.Module, objective, steps: int = 512, *, batch: int 
              channels_last: bool | None = None, autocast: str | None = None, cuda_graph: bool = False,
              progress: bool = True) -> torch.Tensor:
     """Images that maximize `objective` (an Objective or a string: "layer:37", "layer:*",
-    "class:285", "a:1 - 0.5*b"; see objectives) -> (N, 3, H, W) in [0, 1] on the model's device.
+    "class:285", "a:1 - 0.5*b"; see objectives; or a list of those: image i maximizes item i, as
+    objectives.Each) -> (N, 3, H, W) in [0, 1] on the model's device.
 
     param: "fft" (decorrelated, Lucid's default) or "pixel"; transforms: "standard", "none" or a
     list; lr / optimizer ("adam", "sgd", "nesterov"): the update; regularizers: {"l1", "l2", "lp", "p", "tv",

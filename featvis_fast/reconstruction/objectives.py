@@ -9,7 +9,8 @@ batch of images is optimized to raise. Each objective maps the captured layer ac
     Direction(layer, v)       the mean over positions of <v, activation> (v: (C,))
     Diversity(layer)          minus each image's mean cosine similarity of its Gram matrix to the
                               other images' (Lucid's diversity term; needs N > 1)
-Objectives combine linearly: `a - 0.5 * b`, `2 * a + b`. Each([o_1, ..., o_N]): image i maximizes o_i.
+Objectives combine linearly: `a - 0.5 * b`, `2 * a + b`. Each([o_1, ..., o_N]) (objectives or strings; a
+plain list means the same): image i maximizes o_i.
 Strings (`parse`): "layer:37" channel, "layer:*" every channel (one image each), "layer:37@3,4"
 neuron, "layer" DeepDream, "class:285" class logit; "+"/"-" combine terms.
 """
@@ -204,10 +205,17 @@ def _plain_channel(o: Objective) -> "Channel | None":
 
 
 class Each(Objective):
-    """Image i maximizes objectives[i] (a job's batch of unrelated targets: one image per target)."""
+    """Image i maximizes objectives[i] (a job's batch of unrelated targets: one image per target).
 
-    def __init__(self, objectives: list[Objective]) -> None:
-        self.objectives = [_objective(o) for o in objectives]
+    Args:
+        objectives: Objectives or objective strings ("layer:37", "class:285", "a:1 - 0.5*b"), one
+            per image; a plain list given to maximize() means the same.
+    """
+
+    def __init__(self, objectives) -> None:
+        if isinstance(objectives, (str, Objective)):
+            raise TypeError("Each takes a list of objectives (one per image), not a single objective")
+        self.objectives = [parse(o) if isinstance(o, str) else _objective(o) for o in objectives]
         if not self.objectives:
             raise ValueError("Each needs at least one objective")
         self.layers = frozenset().union(*(o.layers for o in self.objectives))
@@ -266,10 +274,13 @@ def _terms(spec: str):
     yield sign, term
 
 
-def layer_names(spec: str | Objective) -> list[str]:
-    """The layers an objective reads (for strings: before parsing, e.g. to look up channel counts)."""
+def layer_names(spec) -> list[str]:
+    """The layers an objective reads (for strings: before parsing, e.g. to look up channel counts);
+    a list or tuple of objectives (one per image, see Each): the layers of all of them."""
     if isinstance(spec, Objective):
         return sorted(spec.layers)
+    if isinstance(spec, (list, tuple)):
+        return list(dict.fromkeys(n for o in spec for n in layer_names(o)))
     names = []
     for _, term in _terms(spec):
         body = _split_weight(term)[1]
@@ -278,10 +289,13 @@ def layer_names(spec: str | Objective) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def parse(spec: str | Objective, channels: dict[str, int] | None = None) -> Objective:
-    """An objective from a string (see the module docstring). channels: per layer, to expand "layer:*"."""
+def parse(spec, channels: dict[str, int] | None = None) -> Objective:
+    """An objective from a string (see the module docstring); a list or tuple of objectives or
+    strings is Each of them (image i maximizes item i). channels: per layer, to expand "layer:*"."""
     if isinstance(spec, Objective):
         return spec
+    if isinstance(spec, (list, tuple)):
+        return Each([parse(o, channels) for o in spec])
     total = None
     for sign, term in _terms(spec):
         piece = sign * _term(term, channels)
