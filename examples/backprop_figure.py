@@ -24,10 +24,10 @@ def make_figure(out: str, size: int = 224, samples=("chelsea", "coffee")) -> Ima
     target = model(x).argmax(1)
     layer = "_blocks.15"
     maps = {
-        "saliency": fv.attribution_heatmap(fv.saliency(model, x, target)),
-        "guided backprop": fv.attribution_heatmap(fv.guided_backprop(model, x, target)),
+        "saliency": fv.clipped_heatmap(fv.saliency(model, x, target)),  # Captum's display (2% outliers)
+        "guided backprop": fv.clipped_heatmap(fv.guided_backprop(model, x, target)),
         "Grad-CAM": fv.gradcam(model, x, target, layer, upsample=True),
-        "guided Grad-CAM": fv.attribution_heatmap(fv.guided_gradcam(model, x, target, layer)),
+        "guided Grad-CAM": fv.clipped_heatmap(fv.guided_gradcam(model, x, target, layer)),
         "LRP-epsilon": fv.signed_map(fv.lrp(model, x, target)),
     }
     panels, labels = [], []

@@ -12,13 +12,13 @@ from .images import load_image, sample_image, sample_images
 from .models import Preprocess, extract, layer_names, load_model
 from .perturbation import occlusion, rise
 from .reconstruction import class_agnostic, invert, maximize
-from .render import attribution_heatmap, colorize, colormap, grid, overlay, signed_map
+from .render import attribution_heatmap, clipped_heatmap, colorize, colormap, grid, overlay, signed_map
 from .similarity import METRICS, FeatureSimilarity
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "BackendUnavailableError", "FeatureSimilarity", "METRICS", "Preprocess", "Unit", "attribution_heatmap",
+    "BackendUnavailableError", "FeatureSimilarity", "METRICS", "Preprocess", "Unit", "attribution_heatmap", "clipped_heatmap",
     "backends", "colorize", "empty_cpu_cache",
     "colormap", "deconvnet", "extract", "gradcam", "grid", "guided_backprop", "guided_gradcam", "layer_names", "lrp",
     "class_agnostic", "dissect", "invert", "load_image", "load_model", "maximize", "occlusion", "overlay", "rise", "saliency", "sample_image", "sample_images", "signed_map",

@@ -57,7 +57,8 @@ def _cmd_similarity(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    for path in run_demo(args.out, device=args.device, backend=args.backend):
+    for path in run_demo(args.out, device=args.device, backend=args.backend,
+                         attribution_display=args.attribution_display):
         print(f"wrote {path}")
     return 0
 
@@ -106,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="every visualization on the bundled model and sample photos")
     d.add_argument("--out", default="featvis-demo", help="output directory")
+    d.add_argument("--attribution-display", default="clipped", choices=["clipped", "featvis"],
+                   help="saliency / guided backprop display: Captum's 2%% outlier clipping or FeatureVis' /max")
     d.set_defaults(func=_cmd_demo)
 
     e = sub.add_parser("export-ifealid", help="an image's features at one layer as an IFeaLiD ZIP")

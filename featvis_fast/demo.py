@@ -37,8 +37,11 @@ def similarity_grid(model, preprocess, device: str = "cpu", backend: str | None 
     return grid(tiles, columns, labels, cell=224)
 
 
-def run_demo(out_dir: str = "featvis-demo", device: str = "cpu", backend: str | None = None) -> list[str]:
-    """Write the demo images (and the dissection report) under out_dir and return their paths."""
+def run_demo(out_dir: str = "featvis-demo", device: str = "cpu", backend: str | None = None,
+             attribution_display: str = "clipped") -> list[str]:
+    """Write the demo images (and the dissection report) under out_dir and return their paths.
+    attribution_display: "clipped" (Captum's 2% outlier clipping) or "featvis" (divided by the
+    maximum) for saliency and guided backprop."""
     from . import demo_panels
 
     os.makedirs(out_dir, exist_ok=True)
@@ -50,7 +53,8 @@ def run_demo(out_dir: str = "featvis-demo", device: str = "cpu", backend: str | 
         image.save(paths[-1])
 
     save("similarity_grid.png", similarity_grid(model, preprocess, device, backend))
-    save("attributions.png", demo_panels.attributions(model, preprocess, DEMO_IMAGES, device))
+    save("attributions.png", demo_panels.attributions(model, preprocess, DEMO_IMAGES, device,
+                                                    attribution_display))
     save("perturbation.png", demo_panels.perturbations(model, preprocess, DEMO_IMAGES, device))
     for name, image in demo_panels.reconstructions(model, preprocess, device).items():
         save(name, image)

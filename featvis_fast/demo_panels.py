@@ -9,7 +9,11 @@ from PIL import Image
 
 from . import backprop, dissection, perturbation, reconstruction
 from .images import load_image
-from .render import attribution_heatmap, colorize, grid, overlay, to_pil
+from .render import attribution_heatmap, clipped_heatmap, colorize, grid, overlay, to_pil
+
+# how saliency and guided backprop are shown: Captum's percentile clipping (2% outliers) or
+# FeatureVis' division by the maximum (nearly black where a few pixels dominate)
+ATTRIBUTION_DISPLAYS = {"clipped": clipped_heatmap, "featvis": attribution_heatmap}
 
 
 def _rgb(heat: torch.Tensor, colormap: str = "gray") -> Image.Image:
@@ -21,12 +25,22 @@ def _photos(preprocess, names, size: int, device):
     return images, torch.cat([preprocess(im, size=size) for im in images]).to(device)
 
 
-def attributions(model, preprocess, names, device) -> Image.Image:
-    """Per photo: saliency, guided backprop and Grad-CAM (_blocks.15) for its top-1 class."""
+def attributions(model, preprocess, names, device, display: str = "clipped") -> Image.Image:
+    """Per photo: saliency, guided backprop and Grad-CAM (_blocks.15) for its top-1 class.
+
+    Args:
+        display: "clipped" (render.clipped_heatmap, Captum's default) or "featvis"
+            (render.attribution_heatmap) for saliency and guided backprop.
+    Returns:
+        a grid of (photo, saliency, guided backprop, Grad-CAM) rows.
+    """
+    if display not in ATTRIBUTION_DISPLAYS:
+        raise ValueError(f"display must be one of {tuple(ATTRIBUTION_DISPLAYS)}, got {display!r}")
+    show = ATTRIBUTION_DISPLAYS[display]
     images, x = _photos(preprocess, names, 224, device)
     target = model(x).argmax(1)
-    maps = {"saliency": attribution_heatmap(backprop.saliency(model, x, target)),
-            "guided backprop": attribution_heatmap(backprop.guided_backprop(model, x, target))}
+    maps = {"saliency": show(backprop.saliency(model, x, target)),
+            "guided backprop": show(backprop.guided_backprop(model, x, target))}
     cam = backprop.gradcam(model, x, target, "_blocks.15", upsample=True)
     tiles, labels = [], []
     for b, image in enumerate(images):

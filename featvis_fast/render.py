@@ -158,6 +158,32 @@ def attribution_heatmap(attribution: torch.Tensor) -> torch.Tensor:
     return heat if attribution.dim() == 4 else heat[0]
 
 
+def clipped_heatmap(attribution: torch.Tensor, outlier_perc: float = 2.0) -> torch.Tensor:
+    """Captum's default display of an input attribution (visualize_image_attr, sign
+    "absolute_value"): |sum over the colour channels|, divided by the value at which the sorted
+    values' cumulative sum reaches (100 - outlier_perc)% of their total, clipped to 1; the few
+    brightest pixels then no longer make the rest black.
+
+    Args:
+        attribution: (B, C, H, W) or (C, H, W).
+        outlier_perc: the share (percent, in [0, 100)) of the total attribution, in the largest
+            values, that saturates.
+    Returns:
+        (B, H, W) in [0, 1] ((H, W) for a (C, H, W) input); an all-zero map stays 0.
+    """
+    if not 0 <= outlier_perc < 100:
+        raise ValueError(f"outlier_perc must be in [0, 100), got {outlier_perc!r}")
+    a = _batched(attribution).double().sum(dim=1).abs()
+    flat = a.flatten(1)
+    values = flat.sort(dim=1).values
+    sums = values.cumsum(dim=1)
+    goal = sums[:, -1:] * (0.01 * (100.0 - outlier_perc))
+    index = torch.searchsorted(sums, goal).clamp_max(flat.shape[1] - 1)  # first cumulative sum >= goal
+    threshold = values.gather(1, index).view(-1, 1, 1)
+    heat = torch.where(threshold > 0, a / torch.where(threshold > 0, threshold, 1.0), 0.0).clamp_max(1.0).float()
+    return heat if attribution.dim() == 4 else heat[0]
+
+
 def signed_map(attribution: torch.Tensor) -> torch.Tensor:
     """Sum over the colour channels divided by each map's largest magnitude: (B, C, H, W) ->
     (B, H, W) in [-1, 1] ((C, H, W) -> (H, W)); render with colorize(m, "bwr", stretch=(-1, 1))."""

@@ -19,6 +19,47 @@ def test_attribution_heatmap_is_featvis_display():
     assert torch.allclose(fv.attribution_heatmap(a[0]), heat[0])
 
 
+@pytest.mark.parametrize("shape,outlier_perc", [((2, 3, 7, 5), 2.0), ((3, 1, 224, 224), 2.0), ((1, 3, 13, 1), 10.0),
+                                                ((2, 3, 1, 1), 2.0), ((1, 3, 16, 16), 0.0)])
+def test_clipped_heatmap_is_captums_default_display(shape, outlier_perc):
+    from captum.attr._utils.visualization import _normalize_attr
+
+    a = torch.randn(shape, dtype=torch.float64) ** 3  # heavy tails: a few pixels dominate
+    heat = fv.clipped_heatmap(a.transpose(2, 3).contiguous().transpose(2, 3), outlier_perc)  # non-contiguous
+    assert heat.shape == (shape[0], *shape[2:]) and heat.dtype == torch.float32
+    for b in range(shape[0]):
+        ref = _normalize_attr(a[b].permute(1, 2, 0).numpy().sum(axis=2), "absolute_value", outlier_perc)
+        assert torch.allclose(heat[b].double(), torch.from_numpy(ref), rtol=0, atol=1e-6)
+    assert torch.equal(fv.clipped_heatmap(a[0], outlier_perc), heat[0])
+    if outlier_perc > 0 and shape[2] * shape[3] > 100:
+        combined = a.sum(dim=1).abs()
+        by_max = (combined / combined.amax(dim=(1, 2), keepdim=True)).float()
+        assert (heat >= by_max - 1e-6).all() and heat.mean() > by_max.mean()
+
+
+def test_clipped_heatmap_edges():
+    assert torch.equal(fv.clipped_heatmap(torch.zeros(2, 3, 4, 4)), torch.zeros(2, 4, 4))
+    with pytest.raises(ValueError, match="outlier_perc must be in"):
+        fv.clipped_heatmap(torch.ones(3, 2, 2), 100)
+    with pytest.raises(ValueError, match="attribution must be"):
+        fv.clipped_heatmap(torch.ones(2, 2))
+
+
+def test_the_demo_shows_saliency_clipped_by_default_and_featvis_on_request():
+    from featvis_fast import demo_panels
+    import numpy as np
+
+    model, preprocess = fv.load_model()
+    tiles = {}
+    for display in ("clipped", "featvis"):
+        panel = np.asarray(demo_panels.attributions(model, preprocess, ["chelsea"], "cpu", display).convert("L"),
+                           dtype=np.float32)
+        tiles[display] = panel[20:240, 234:454]  # the saliency tile, inside its cell
+    assert tiles["clipped"].mean() > 2 * tiles["featvis"].mean()
+    with pytest.raises(ValueError, match="display must be one of"):
+        demo_panels.attributions(model, preprocess, ["chelsea"], "cpu", "max")
+
+
 def test_signed_map_keeps_the_sign():
     a = torch.zeros(1, 3, 1, 3)
     a[0, 0, 0] = torch.tensor([2.0, -4.0, 1.0])
