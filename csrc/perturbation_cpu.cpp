@@ -3,6 +3,7 @@
 #include "perturbation_cpu.h"
 
 #include <ATen/Parallel.h>
+#include <ATen/ops/upsample_bilinear2d.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
@@ -157,16 +158,6 @@ void apply_masks_impl(const T* x, const T* fill, const float* masks, const int32
   });
 }
 
-// PyTorch's upsample_bilinear2d source index (align_corners=False) for output index dst. x86 torch
-// builds contract scale * (dst + 0.5) - 0.5 into an FMA; without it the weights drift by ~1e-6.
-inline void source_index(float scale, int64_t dst, int64_t in, int64_t& i0, int64_t& i1, float& l0, float& l1) {
-  float real = std::fma(scale, static_cast<float>(dst) + 0.5f, -0.5f);
-  real = real < 0.0f ? 0.0f : real;
-  i0 = std::min<int64_t>(static_cast<int64_t>(real), in - 1);
-  i1 = i0 + (i0 < in - 1 ? 1 : 0);
-  l1 = std::min(std::max(real - static_cast<float>(i0), 0.0f), 1.0f);
-  l0 = 1.0f - l1;
-}
 
 }  // namespace
 
@@ -243,7 +234,7 @@ void rise_masks(const at::Tensor& grid, const at::Tensor& shifts, int64_t up_h, 
   check_cpu_contiguous(masks, "masks");
   TORCH_CHECK(grid.dim() == 3 && grid.scalar_type() == at::kFloat && grid.size(1) > 0 && grid.size(2) > 0,
               "featvis_cpu: grid must be (N, s_h, s_w) float32 with s_h, s_w > 0");
-  const int64_t N = grid.size(0), sh = grid.size(1), sw = grid.size(2);
+  const int64_t N = grid.size(0);
   TORCH_CHECK(masks.dim() == 3 && masks.size(0) == N && masks.scalar_type() == at::kFloat,
               "featvis_cpu: masks must be (", N, ", H, W) float32");
   const int64_t H = masks.size(1), W = masks.size(2);
@@ -253,38 +244,17 @@ void rise_masks(const at::Tensor& grid, const at::Tensor& shifts, int64_t up_h, 
   for (int64_t n = 0; n < N; ++n)
     TORCH_CHECK(dp[2 * n] >= 0 && dp[2 * n] + H <= up_h && dp[2 * n + 1] >= 0 && dp[2 * n + 1] + W <= up_w,
                 "featvis_cpu: shifts[", n, "] puts the ", H, "x", W, " crop outside the ", up_h, "x", up_w, " mask");
-  const float* gp = grid.data_ptr<float>();
+  // the upsampling is torch's own kernel, so the masks are plain PyTorch's bit for bit (a
+  // reordered blend differs by an ulp, which the model's forward then amplifies); only the
+  // random crops are ours
+  const at::Tensor up = at::upsample_bilinear2d(grid.unsqueeze(1), {up_h, up_w}, false).contiguous();
+  const float* up_p = up.data_ptr<float>();
   float* mp = masks.data_ptr<float>();
-  // torch: scale = (float)in / out, in float arithmetic
-  const float scale_h = static_cast<float>(sh) / static_cast<float>(up_h);
-  const float scale_w = static_cast<float>(sw) / static_cast<float>(up_w);
-  at::parallel_for(0, N, row_grain(H * W), [&](int64_t n0, int64_t n1) {
-    std::vector<int32_t> c0(W), c1(W);  // column taps and weights of the current mask
-    std::vector<float> w0(W), w1(W), row(sw);
-    for (int64_t n = n0; n < n1; ++n) {
-      const int64_t dy = dp[2 * n], dx = dp[2 * n + 1];
-      for (int64_t j = 0; j < W; ++j) {
-        int64_t i0, i1;
-        source_index(scale_w, j + dx, sw, i0, i1, w0[j], w1[j]);
-        c0[j] = static_cast<int32_t>(i0);
-        c1[j] = static_cast<int32_t>(i1);
-      }
-      const float* g = gp + n * sh * sw;
-      for (int64_t i = 0; i < H; ++i) {
-        int64_t r0, r1;
-        float h0, h1;
-        source_index(scale_h, i + dy, sh, r0, r1, h0, h1);
-        // separable: blend the two grid rows once (s_w cells), then gather per pixel; this
-        // reorders torch's h0*(w0*g00 + w1*g01) + h1*(...) (differences ~1 ulp)
-        for (int64_t k = 0; k < sw; ++k) row[k] = h0 * g[r0 * sw + k] + h1 * g[r1 * sw + k];
-        const float* rv = row.data();
-        const int32_t* a = c0.data();
-        const int32_t* b = c1.data();
-        const float* u = w0.data();
-        const float* v = w1.data();
-        float* o = mp + (n * H + i) * W;
-        for (int64_t j = 0; j < W; ++j) o[j] = u[j] * rv[a[j]] + v[j] * rv[b[j]];
-      }
+  at::parallel_for(0, N * H, row_grain(W), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t n = r / H, i = r % H;
+      const float* from = up_p + (n * up_h + i + dp[2 * n]) * up_w + dp[2 * n + 1];
+      std::memcpy(mp + r * W, from, sizeof(float) * W);
     }
   });
 }

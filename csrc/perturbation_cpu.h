@@ -3,7 +3,7 @@
 //
 //   occlude(x, fill, src, boxes, nhwc, out)         out[n] = x[src[n]], fill[src[n]] inside boxes[n]
 //   box_accumulate(values, src, boxes, sums, counts) sums/counts[src[n], box] += values[n] / 1
-//   rise_masks(grid, shifts, up_h, up_w, masks)     bilinear upsample (align_corners=False) + crop
+//   rise_masks(grid, shifts, up_h, up_w, masks)     torch's bilinear upsample (align_corners=False) + crop
 //   apply_masks(x, fill, masks, src, nhwc, out)     out[n] = x[src[n]] * m + fill[src[n]] * (1 - m)
 //
 // x, fill and out are contiguous in memory order: (B, C, H, W), or (B, H, W, C) when nhwc;

@@ -39,7 +39,8 @@ def box_accumulate(values: torch.Tensor, src: torch.Tensor, boxes: torch.Tensor,
     for v, b, (y0, y1, x0, x1, c0, c1) in zip(values.double().tolist(), src.tolist(), boxes.tolist()):
         sums[b, c0:c1, y0:y1, x0:x1] += v
         counts[b, c0:c1, y0:y1, x0:x1] += 1
-    return sums.float(), counts.float()
+    out = torch.float64 if values.dtype == torch.float64 else torch.float32
+    return sums.to(out), counts.to(out)
 
 
 def upsampled_size(height: int, width: int, grid_h: int, grid_w: int) -> tuple[int, int]:
@@ -48,7 +49,8 @@ def upsampled_size(height: int, width: int, grid_h: int, grid_w: int) -> tuple[i
 
 
 def rise_masks(grid: torch.Tensor, shifts: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    up = F.interpolate(grid.float()[:, None], size=upsampled_size(height, width, *grid.shape[1:]),
+    wide = torch.float64 if grid.dtype == torch.float64 else torch.float32
+    up = F.interpolate(grid.to(wide)[:, None], size=upsampled_size(height, width, *grid.shape[1:]),
                        mode="bilinear", align_corners=False)[:, 0]
     return torch.stack([up[n, dy:dy + height, dx:dx + width] for n, (dy, dx) in enumerate(shifts.tolist())])
 

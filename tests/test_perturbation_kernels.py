@@ -67,8 +67,42 @@ def test_box_accumulate_matches_reference(device, backend, planes, hw, poison_ou
                                       backend)
     s64, c64 = ref.box_accumulate(values.double(), src, boxes, batch, planes, h, w)
     assert sums.shape == (batch, planes, h, w) and sums.dtype == torch.float32
-    assert torch.equal(counts.cpu(), c64)
+    assert torch.equal(counts.cpu().double(), c64)
     assert torch.allclose(sums.cpu().double(), s64.double(), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", kernel_backends("cpu") + ["torch"])
+def test_float64_keeps_its_precision(backend):
+    """float64 values, grids and masks stay float64 (the reference runs them): box sums, RISE's
+    bilinear upsampling and the masked copies equal plain float64 PyTorch."""
+    gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, ())))
+    h, w, batch, planes = 11, 14, 2, 3
+    boxes = _boxes(25, planes, h, w, gen)
+    src = torch.randint(0, batch, (boxes.shape[0],), generator=gen, dtype=torch.int32)
+    values = torch.randn(boxes.shape[0], generator=gen, dtype=torch.float64) * 1e3 + 1 / 3
+    sums, counts = ops.box_accumulate(values, src, boxes, batch, planes, h, w, backend)
+    expected = torch.zeros(batch, planes, h, w, dtype=torch.float64)
+    for v, b, (y0, y1, x0, x1, c0, c1) in zip(values, src.tolist(), boxes.tolist()):
+        expected[b, c0:c1, y0:y1, x0:x1] += v
+    assert sums.dtype == counts.dtype == torch.float64
+    assert torch.allclose(sums, expected, rtol=1e-14, atol=1e-11)
+
+    cells = torch.rand(4, 3, 5, generator=gen, dtype=torch.float64)
+    up_h, up_w = ref.upsampled_size(h, w, 3, 5)
+    shifts = torch.tensor([[0, 0], [up_h - h, up_w - w], [1, 2], [2, 0]], dtype=torch.int32)
+    masks = ops.rise_masks(cells, shifts, h, w, backend)
+    up = torch.nn.functional.interpolate(cells[:, None], size=(up_h, up_w), mode="bilinear", align_corners=False)[:, 0]
+    assert masks.dtype == torch.float64
+    assert torch.equal(masks, torch.stack([up[n, dy:dy + h, dx:dx + w] for n, (dy, dx) in enumerate(shifts.tolist())]))
+
+    x = torch.randn(batch, 3, h, w, generator=gen, dtype=torch.float64)
+    fill = torch.randn(batch, 3, h, w, generator=gen, dtype=torch.float64)
+    pick = torch.tensor([1, 0, 1, 1], dtype=torch.int32)
+    copies = ops.apply_masks(x, fill, masks, pick, backend)
+    m = masks[:, None]
+    assert torch.allclose(copies, x[pick.long()] * m + fill[pick.long()] * (1 - m), rtol=1e-15, atol=1e-15)
+    with pytest.raises(ValueError, match="float32, got torch.float64"):
+        ops.apply_masks(x.float(), fill.float(), masks, pick, backend)
 
 
 @pytest.mark.parametrize("device,backend", backend_params())
@@ -88,6 +122,8 @@ def test_rise_masks_match_reference(device, backend, grid, hw, poison_outputs):
     expected = ref.rise_masks(cells.double(), shifts, h, w)
     assert masks.shape == (n, h, w) and masks.dtype == torch.float32
     assert torch.allclose(masks.cpu().double(), expected.double(), atol=2e-6)
+    if backend == "cpp":  # torch's own upsampling inside: plain PyTorch's float32 masks, bit for bit
+        assert torch.equal(masks, ref.rise_masks(cells, shifts, h, w))
 
 
 @pytest.mark.parametrize("device,backend", backend_params())

@@ -40,7 +40,9 @@ class _ConvInputGrad(torch.autograd.Function):
     def forward(ctx, x, weight, bias, stride, padding, dilation, groups, func, eps):
         z = func(x, weight, bias, stride, padding, dilation, groups)
         _save(ctx, weight, z, eps)
-        ctx.conf = (tuple(x.shape), stride, padding, dilation, groups)
+        # torch's convolution backward picks its kernel (and rounding) from the input's layout
+        fmt = torch.channels_last if _layout.channels_last(x) else torch.contiguous_format
+        ctx.conf = (tuple(x.shape), fmt, stride, padding, dilation, groups)
         return z
 
     @staticmethod
@@ -49,11 +51,9 @@ class _ConvInputGrad(torch.autograd.Function):
         scale = getattr(ctx, "folded_scale", None)
         if scale is not None:  # the following batch norm's backward, folded in (see fold_batch_norms)
             weight = weight * scale.reshape((-1,) + (1,) * (weight.dim() - 1))
-        shape, stride, padding, dilation, groups = ctx.conf
+        shape, fmt, stride, padding, dilation, groups = ctx.conf
         # only the input's shape and layout are read; an expanded zero-stride placeholder would
         # send depthwise convolutions to a slow path (2.8x on CPU), an unwritten buffer does not
-        fmt = torch.channels_last if grad.dim() == 4 and not grad.is_contiguous() and \
-            grad.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
         placeholder = torch.empty(shape, dtype=grad.dtype, device=grad.device, memory_format=fmt)
         dx = torch.ops.aten.convolution_backward(grad, placeholder, weight, None, stride, padding, dilation,
                                                  False, [0] * len(stride), groups, [True, False, False])[0]
@@ -74,29 +74,37 @@ class _LinearInputGrad(torch.autograd.Function):
 
 
 class _EvalBatchNorm(torch.autograd.Function):
-    """Eval-mode batch norm y = x * scale + shift with (1, C, 1, ...) per-channel scale and shift;
-    backward grad * scale, the scale the only thing saved. The forward is torch's own batch-norm
-    kernel, so its values are bit-identical to plain PyTorch's: a rectifier after it then sees
-    the same signs, and its masks (hence the attribution's float32 error) match PyTorch's.
+    """Eval-mode batch norm; the backward is grad * invstd * weight, rounded as torch's own
+    batch-norm backward rounds it (invstd = 1 / sqrt(var + eps) in float64, cast to the input's
+    dtype; then two products), with the two (1, C, 1, ...) factors the only thing saved. The
+    forward is torch's own kernel, so its values are bit-identical to plain PyTorch's: a rectifier
+    after it sees the same signs, and the gradient that flows back is PyTorch's, digit for digit.
     inplace: the result is written into x (its producer's only consumer; see _rewrites), by the
     same kernel."""
 
     @staticmethod
-    def forward(ctx, x, scale, shift, func, args, kwargs, eps, inplace):
+    def forward(ctx, x, factors, func, args, kwargs, eps, inplace):
         if inplace and batch_norm_into(x, args, kwargs):
             ctx.mark_dirty(x)
             z = x
         else:
             z = func(x, *args[1:], **kwargs)
-        _save(ctx, scale, z, eps)
+        _save(ctx, factors, z, eps)
         return z
 
     @staticmethod
     def backward(ctx, grad):
-        scale, grad = _incoming(ctx, grad)
+        factors, grad = _incoming(ctx, grad)
         if getattr(ctx, "folded", False):  # the convolution before it applies the scale
-            return grad, None, None, None, None, None, None, None
-        return grad * scale, None, None, None, None, None, None, None
+            return grad, None, None, None, None, None, None
+        out = grad * factors[0]
+        return (out.mul_(factors[1]) if factors.shape[0] > 1 else out), None, None, None, None, None, None
+
+
+def _fold_scale(factors: torch.Tensor) -> torch.Tensor:
+    """(C,) invstd * weight from _EvalBatchNorm's saved factors."""
+    scale = factors[0].reshape(-1)
+    return scale * factors[1].reshape(-1) if factors.shape[0] > 1 else scale
 
 
 def batch_norm_into(x: torch.Tensor, args, kwargs) -> bool:
@@ -124,10 +132,11 @@ def _arg(args, kwargs, index, name, default):
     return args[index] if len(args) > index else kwargs.get(name, default)
 
 
-def eval_batch_norm_affine(args, kwargs):
-    """F.batch_norm call -> (scale, shift), each (C,), with batch_norm(x) = x * scale + shift
-    (computed in float32, or float64 where x or the statistics are), or None when the call is
-    not an eval-mode batch norm with running statistics and constant parameters."""
+def eval_batch_norm_factors(args, kwargs, dtype: torch.dtype) -> torch.Tensor | None:
+    """F.batch_norm call -> (F, C) backward factors in `dtype`: invstd = 1 / sqrt(var + eps)
+    computed in float64 as torch's CPU and CUDA batch-norm backward compute it, then the weight
+    when there is one (F = 2, else 1); None when the call is not an eval-mode batch norm with
+    running statistics and constant parameters."""
     x = args[0] if args else kwargs.get("input")
     mean, var = _arg(args, kwargs, 1, "running_mean", None), _arg(args, kwargs, 2, "running_var", None)
     weight, bias = _arg(args, kwargs, 3, "weight", None), _arg(args, kwargs, 4, "bias", None)
@@ -136,20 +145,11 @@ def eval_batch_norm_affine(args, kwargs):
         return None
     if any(t is not None and t.requires_grad for t in (weight, bias, mean, var)):
         return None
-    wide = torch.float64 if torch.float64 in (x.dtype, var.dtype) else torch.float32
-    return batch_norm_affine(mean, var, weight, bias, bn_eps, wide)
-
-
-def batch_norm_affine(mean, var, weight, bias, eps: float, dtype: torch.dtype):
-    """Eval batch norm's per-channel (scale, shift), each (C,) in `dtype`: x * scale + shift."""
     with torch.no_grad():
-        scale = torch.rsqrt(var.to(dtype) + eps)
+        rows = [(1.0 / torch.sqrt(var.double() + bn_eps)).to(dtype)]
         if weight is not None:
-            scale = scale * weight.to(dtype)
-        shift = -mean.to(dtype) * scale
-        if bias is not None:
-            shift = shift + bias.to(dtype)
-    return scale, shift
+            rows.append(weight.to(dtype))
+        return torch.stack(rows)
 
 
 def lean_call(func, args, kwargs, eps: float | None = None, inplace: bool = False):
@@ -181,12 +181,11 @@ def lean_call(func, args, kwargs, eps: float | None = None, inplace: bool = Fals
             return NotImplemented
         return _LinearInputGrad.apply(x, weight, bias, eps)
     if func is F.batch_norm:
-        affine = eval_batch_norm_affine(args, kwargs)
-        if affine is None:
+        factors = eval_batch_norm_factors(args, kwargs, x.dtype)
+        if factors is None:
             return NotImplemented
-        view = (1, -1) + (1,) * (x.dim() - 2)
-        scale, shift = (t.to(x.dtype).view(view) for t in affine)
-        return _EvalBatchNorm.apply(x, scale, shift, func, args, kwargs, eps, inplace and x._base is None)
+        factors = factors.view((factors.shape[0], 1, -1) + (1,) * (x.dim() - 2))  # (F, 1, C, 1, ...)
+        return _EvalBatchNorm.apply(x, factors, func, args, kwargs, eps, inplace and x._base is None)
     return NotImplemented
 
 
@@ -218,10 +217,10 @@ def fold_batch_norms(output: torch.Tensor) -> int:
             continue
         if getattr(producer, "folded_scale", None) is not None:
             continue
-        scale = node.saved_tensors[0]
-        if scale.shape[1] != producer.saved_tensors[0].shape[0]:
+        scale = _fold_scale(node.saved_tensors[0])
+        if scale.shape[0] != producer.saved_tensors[0].shape[0]:
             continue
-        producer.folded_scale = scale.reshape(-1)
+        producer.folded_scale = scale
         node.folded = True
         folded += 1
     return folded

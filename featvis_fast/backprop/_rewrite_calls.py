@@ -8,7 +8,6 @@ None (anything else).
 """
 from __future__ import annotations
 
-import math
 import weakref
 from dataclasses import dataclass
 
@@ -17,7 +16,6 @@ import torch.nn.functional as F
 from torch.utils._pytree import tree_leaves
 
 from . import _rectifiers
-from ._lean import batch_norm_affine
 
 CONVOLUTIONS = frozenset({F.conv1d, F.conv2d, F.conv3d})
 CONV_DIMS = {F.conv1d: 1, F.conv2d: 2, F.conv3d: 3}
@@ -174,74 +172,8 @@ def with_input_and_padding(args, kwargs, x, padding):
     return args, {**kwargs, "padding": padding}
 
 
-def with_weight_and_bias(args, kwargs, weight, bias):
-    args, kwargs = list(args), dict(kwargs)
-    for i, name, value in ((1, "weight", weight), (2, "bias", bias)):
-        if len(args) > i:
-            args[i] = value
-        else:
-            kwargs[name] = value
-    return tuple(args), kwargs
-
-
 def channels_last_4d(x) -> bool:
     return isinstance(x, torch.Tensor) and x.dim() == 4 and not x.is_contiguous() \
         and x.is_contiguous(memory_format=torch.channels_last)
 
 
-def fused_weights(weight: torch.Tensor, bias, bn: BatchNorm, x):
-    """(weight * scale, bias * scale + shift) for a conv weight (C_out, ...), or None. The weight
-    is laid out channels-last for a channels-last input (oneDNN then skips a reorder per call)."""
-    mean, var, bn_weight, bn_bias = bn.tensors()
-    if mean is None or var is None or any(r is not None and t is None for r, t in zip(bn.refs[2:], (bn_weight, bn_bias))):
-        return None
-    if mean.numel() != weight.shape[0] or weight.dim() < 3:
-        return None
-    wide = torch.float64 if weight.dtype == torch.float64 else torch.float32
-    scale, shift = batch_norm_affine(mean, var, bn_weight, bn_bias, bn.eps, wide)
-    fmt = torch.channels_last if weight.dim() == 4 and channels_last_4d(x) else torch.contiguous_format
-    with torch.no_grad():
-        scale_view = scale.view((-1,) + (1,) * (weight.dim() - 1))
-        if weight.dtype == wide:
-            fused_weight = torch.mul(weight, scale_view, out=torch.empty_like(weight, memory_format=fmt))
-        else:
-            fused_weight = (weight.to(wide) * scale_view).to(weight.dtype, memory_format=fmt)
-        fused_bias = shift if bias is None else bias.to(wide) * scale + shift
-    return fused_weight, fused_bias.to(weight.dtype)
-
-
-def fused_conv_activation(func, args, kwargs, spec: Rectifier) -> torch.Tensor | None:
-    """conv2d followed by the rectifier `spec` as one oneDNN call (its eltwise post-op: no
-    separate pass over the output), or None where that does not apply: gradients wanted, not
-    a float32 4-D CPU input, or no oneDNN. Only the passes that need no gradient use it."""
-    if func is not F.conv2d or not _ONEDNN_POINTWISE:
-        return None
-    x = args[0] if args else kwargs.get("input")
-    weight = args[1] if len(args) > 1 else kwargs.get("weight")
-    if not isinstance(x, torch.Tensor) or x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 4 \
-            or (torch.is_grad_enabled() and x.requires_grad) or torch.is_inference_mode_enabled() \
-            or not isinstance(weight, torch.Tensor) or weight.dtype != torch.float32:
-        return None
-    padding = conv_padding(func, args, kwargs)
-    if padding is None:
-        return None
-    bias = args[2] if len(args) > 2 else kwargs.get("bias")
-    stride = args[3] if len(args) > 3 else kwargs.get("stride", 1)
-    dilation = args[5] if len(args) > 5 else kwargs.get("dilation", 1)
-    groups = args[6] if len(args) > 6 else kwargs.get("groups", 1)
-    if spec.slope:
-        if spec.lo != 0.0 or spec.hi != math.inf:
-            return None
-        attr, scalars = "leaky_relu", [spec.slope]
-    elif spec.lo == 0.0 and spec.hi == math.inf:
-        attr, scalars = "relu", []
-    else:
-        attr, scalars = "hardtanh", [spec.lo, spec.hi]
-    pair = (lambda v: [int(v)] * 2 if isinstance(v, int) else [int(e) for e in v])
-    with torch.no_grad():
-        return torch.ops.mkldnn._convolution_pointwise(
-            x, weight.detach(), None if bias is None else bias.detach(), list(padding), pair(stride),
-            pair(dilation), int(groups), attr, scalars, "")
-
-
-_ONEDNN_POINTWISE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")

@@ -1,22 +1,20 @@
-"""Forward-pass rewrites learnt per model: batch norm folded into its convolution, rectifiers in
-place, zero pads folded into the next convolution's padding. (Reading the calls: _rewrite_calls.)
+"""Forward-pass rewrites learnt per model: batch norm and rectifiers in place, zero pads folded
+into the next convolution's padding. (Reading the calls: _rewrite_calls.)
+
+Every rewrite keeps plain PyTorch's values bit for bit. Folding batch norm into the convolution's
+weights (and oneDNN's conv + rectifier post-op) was dropped: in forward-only passes it cost
+float32 digits (RISE on timm res2net50: 2.7x PyTorch's own float32 error).
 
 Three rewrites, each legal only when a layer's output has exactly one consumer:
-- conv -> eval batch norm: in passes that take a gradient, the batch norm runs torch's own kernel
-  in place on the convolution's output (no activation-sized allocation, values bit-identical to
-  PyTorch's, so every rectifier mask is PyTorch's). In forward-only passes (fold=True) it is folded:
-  BN(conv(x, W) + b) = conv(x, W * s) + (b * s + t), with s, t the batch norm's per-channel scale
-  and shift (Ioffe & Szegedy 2015): one convolution instead of a convolution and a normalization pass.
+- conv -> eval batch norm: the batch norm runs torch's own kernel in place on the convolution's
+  output (no activation-sized allocation, values bit-identical to PyTorch's, so every rectifier
+  mask is PyTorch's).
 - conv or batch norm -> rectifier: the rectifier writes into its input instead of a fresh
   tensor. On the CPU a fresh activation-sized tensor costs more in page faults than the
   rectifier's arithmetic (10.4 ms vs 0.7 ms in place for (8, 96, 112, 112) fp32 on 2 cores).
 - symmetric zero F.pad -> convolution (TF-style 'same' padding, as EfficientNet-Lite has it):
   the padded copy is never made; the convolution pads by itself (a quarter of an
   EfficientNet-Lite0 forward on 2 cores went to building padded copies).
-In forward-only passes (perturbation methods, dissection) a float32 CPU conv2d
-whose output (or its folded batch norm's) goes to a rectifier runs as one oneDNN convolution
-with the rectifier as its post-op, and the rectifier call just passes the result on.
-
 A torch-function mode meets a layer before its consumers, so the rewrites follow a plan that
 earlier calls on the same model taught:
 - watching: a convolution, batch norm or zero-pad output that is not rewritten is watched, and
@@ -24,12 +22,12 @@ earlier calls on the same model taught:
   that died having had one consumer of a kind it can be rewritten for gets that rewrite;
   anything else (more consumers, an output still alive: returned, captured, stored)
   refuses that layer for good.
-- rewriting: a planned layer returns a stand-in, an alias of its (possibly folded) output (for
+- rewriting: a planned layer returns a stand-in, an alias of its output (for
   a pad: an uninitialized tensor of the padded shape). The planned consumer, given the
   stand-in, works on the real output (the batch norm returns it, the rectifier writes into it,
   the convolution pads the unpadded input). Any other use of the stand-in (any torch function but shape
   queries, a second consumer, a consumer under another grad or inference mode, batch-norm
-  tensors changed since the fold), or a stand-in still alive after the forward, raises
+  tensors changed since the convolution), or a stand-in still alive after the forward, raises
   RewriteMismatch; the caller refuses that layer and runs the call again without rewrites,
   with torch's RNG state restored (a model's other side effects happen twice then). A
   mismatch that reaches the caller as another exception is still recognized. A plan can be
@@ -98,20 +96,20 @@ def _has_hooks(model: torch.nn.Module) -> bool:
     return any(getattr(m, name) for m in model.modules() for name in _HOOK_DICTS)
 
 
-def start(model: torch.nn.Module, *, rewrite: bool = True, fold: bool = False) -> "ForwardRewrites | None":
-    """Rewrite state for one forward of `model`, or None where rewrites do not apply (fold: see ForwardRewrites)."""
+def start(model: torch.nn.Module, *, rewrite: bool = True) -> "ForwardRewrites | None":
+    """Rewrite state for one forward of `model`, or None where rewrites do not apply."""
     if not _enabled or _has_hooks(model) or any(m.training for m in model.modules()):
         return None
     plan = _PLANS.get(model)
     if plan is None:
         plan = _PLANS[model] = Plan()
-    return ForwardRewrites(plan, rewrite=rewrite, fold=fold)
+    return ForwardRewrites(plan, rewrite=rewrite)
 
 
-def run(model: torch.nn.Module, attribution, *, allowed: bool = True, fold: bool = False):
+def run(model: torch.nn.Module, attribution, *, allowed: bool = True):
     """attribution(rewrites) with forward rewrites where they apply; after a RewriteMismatch the
-    plan refuses that layer and the call runs again, only watching. fold: see ForwardRewrites."""
-    rewrites = start(model, fold=fold) if allowed else None
+    plan refuses that layer and the call runs again, only watching."""
+    rewrites = start(model) if allowed else None
     if rewrites is None:
         return attribution(None)
     rng = _rng_state()
@@ -125,7 +123,7 @@ def run(model: torch.nn.Module, attribution, *, allowed: bool = True, fold: bool
             raise
         rewrites.plan.refuse(key)
     _set_rng_state(rng)  # the rerun draws the same random numbers the first attempt did
-    return attribution(start(model, rewrite=False, fold=fold))
+    return attribution(start(model, rewrite=False))
 
 
 def _rng_state():
@@ -148,40 +146,35 @@ class _Entry:
     """A watched output, or a stand-in: the tensor (weakly), its layer, the planned consumer, the
     grad modes it was made under, and for stand-ins the real output (held until its consumer
     takes it: in inference mode a view does not keep its base's Python object), the BN tensors'
-    versions, a pad's amounts, and the rectifier already applied by a fused convolution."""
+    versions and a pad's amounts."""
 
-    __slots__ = ("ref", "key", "rewrite", "consumers", "modes", "base", "versions", "pad", "activated")
+    __slots__ = ("ref", "key", "rewrite", "consumers", "modes", "base", "versions", "pad")
 
-    def __init__(self, tensor, key, rewrite, base=None, versions=None, pad=None, activated=None) -> None:
+    def __init__(self, tensor, key, rewrite, base=None, versions=None, pad=None) -> None:
         self.ref, self.key, self.rewrite, self.consumers = weakref.ref(tensor), key, rewrite, []
-        self.modes, self.base, self.versions, self.pad, self.activated = _grad_modes(), base, versions, pad, activated
+        self.modes, self.base, self.versions, self.pad = _grad_modes(), base, versions, pad
 
 
 class ForwardRewrites:
     """Per-call state, driven by RectifierRuleMode: before() and after() around every torch function.
 
-    fold=False (every pass that takes a gradient): each rewrite keeps plain PyTorch's values bit
-    for bit: a batch norm after its convolution runs torch's own kernel in place on the
-    convolution's output, a rectifier writes into its input. Rectifier masks, and so the
-    attribution's float32 error, are then PyTorch's own. fold=True (forward-only passes, whose
-    results are continuous in the activations: occlusion, RISE, dissection): the batch norm is
-    folded into the convolution's weights, and a following rectifier becomes oneDNN's post-op."""
+    Each rewrite keeps plain PyTorch's values bit for bit: a batch norm after its convolution runs
+    torch's own kernel in place on the convolution's output, a rectifier writes into its input.
+    Rectifier masks, and so an attribution's float32 error, are then PyTorch's own."""
 
-    def __init__(self, plan: Plan, *, rewrite: bool = True, fold: bool = False) -> None:
-        self.plan, self.rewrite, self.fold = plan, rewrite, fold
+    def __init__(self, plan: Plan, *, rewrite: bool = True) -> None:
+        self.plan, self.rewrite = plan, rewrite
         self.rewritten = Counter()
         self.mismatch = None
         self._uses: Counter[tuple] = Counter()
         self._standins: dict[int, _Entry] = {}
         self._watched: dict[int, _Entry] = {}
         self._all_watched: list[_Entry] = []
-        self._activated: dict[int, tuple] = {}  # id(output of a fused conv) -> (weakref, Rectifier)
 
     def before(self, func, args, kwargs):
         """-> (result or NotImplemented, args, kwargs, note for after()). The result is the real
-        output when `func` is the planned consumer that only passes it on (a folded batch norm, a
-        rectifier a fused convolution applied); a planned rectifier gets the real output as its
-        input and note.inplace. Raises RewriteMismatch on any other use of a stand-in."""
+        output where `func` is a planned consumer that only passes it on; a planned batch norm or
+        rectifier gets the real output as its input and note.inplace. Raises RewriteMismatch on any other use of a stand-in."""
         if calls.only_shape(func):
             return NotImplemented, args, kwargs, None
         result, inplace = NotImplemented, False
@@ -221,19 +214,11 @@ class ForwardRewrites:
         rw = entry.rewrite
         if isinstance(rw, BatchNorm) and func is F.batch_norm and rw.same(BatchNorm.of(args, kwargs)) \
                 and entry.versions == rw.versions():
-            if self.fold:
-                result = base  # the convolution applied it already
-            else:
-                args, kwargs = calls.with_input(args, kwargs, base)
-                inplace = True
+            args, kwargs = calls.with_input(args, kwargs, base)
+            inplace = True
         elif isinstance(rw, Rectifier) and calls.rectifier_of(func, args, kwargs) is not None:
-            if entry.activated is None:
-                args, kwargs = calls.with_input(args, kwargs, base)
-                inplace = True
-            elif calls.rectifier_of(func, args, kwargs) == entry.activated:
-                result = base  # the fused convolution applied it already
-            else:
-                self._mismatch(entry.key)
+            args, kwargs = calls.with_input(args, kwargs, base)
+            inplace = True
         elif rw is PAD_INTO_CONV and func in CONVOLUTIONS and calls.conv_padding(func, args, kwargs) is not None \
                 and len(entry.pad) == calls.CONV_DIMS[func]:
             padding = tuple(c + p for c, p in zip(calls.conv_padding(func, args, kwargs), entry.pad))
@@ -250,18 +235,13 @@ class ForwardRewrites:
             return out
         plain = out._base is None and out.dim() >= 3  # a batched output of its own, not a view
         if note.rewrite is None or not plain:
-            if isinstance(note.rewrite, BatchNorm) and self.fold:  # already folded: it cannot go on unnoticed
-                self._mismatch(note.key)
             entry = _Entry(out, note.key, None if plain else calls.REFUSED)
             self._watched[id(out)] = entry
             self._all_watched.append(entry)
             return out
         standin = out.view_as(out)
         versions = note.rewrite.versions() if isinstance(note.rewrite, BatchNorm) else None
-        fused = self._activated.get(id(out))
-        activated = fused[1] if fused is not None and fused[0]() is out else None
-        self._standins[id(standin)] = _Entry(standin, note.key, note.rewrite, base=out, versions=versions,
-                                             activated=activated)
+        self._standins[id(standin)] = _Entry(standin, note.key, note.rewrite, base=out, versions=versions)
         self.rewritten["batch_norm" if isinstance(note.rewrite, BatchNorm) else "rectifier"] += 1
         return standin
 
@@ -288,31 +268,12 @@ class ForwardRewrites:
         return key, (self.plan.rewrites.get(key) if self.rewrite else None)
 
     def _convolution(self, func, args, kwargs):
-        """Key and plan of a convolution; folded weights where a batch norm follows, and the
-        whole conv + rectifier as one call where the pass needs no gradient."""
+        """Key and plan of a convolution."""
         weight = args[1] if len(args) > 1 else kwargs.get("weight")
         if not isinstance(weight, torch.Tensor):
             return None, None, args, kwargs, NotImplemented
         key, planned = self._key("conv", weight)
-        x = args[0] if args else kwargs.get("input")
-        activation = planned if self.fold else None
-        if isinstance(planned, BatchNorm) and self.fold:
-            bias = args[2] if len(args) > 2 else kwargs.get("bias")
-            fused = calls.fused_weights(weight, bias, planned, x)
-            if fused is None:
-                self.plan.refuse(key)
-                return None, None, args, kwargs, NotImplemented
-            args, kwargs = calls.with_weight_and_bias(args, kwargs, *fused)
-            mean = planned.refs[0]()
-            activation = self._key("bn", mean, peek=True)[1] if mean is not None else None
-        result = NotImplemented
-        if isinstance(activation, Rectifier):
-            out = calls.fused_conv_activation(func, args, kwargs, activation)
-            if out is not None:
-                self._activated[id(out)] = (weakref.ref(out), activation)
-                self.rewritten["fused_activation"] += 1
-                result = out
-        return key, planned, args, kwargs, result
+        return key, planned, args, kwargs, NotImplemented
 
     def _batch_norm(self, args, kwargs):
         bn = BatchNorm.of(args, kwargs)

@@ -1,4 +1,4 @@
-"""Forward-only passes with the forward rewrites (batch norm folded, rectifiers in place; see
+"""Forward-only passes with the forward rewrites (batch norm and rectifiers in place; see
 _rewrites), for methods that only evaluate the model: occlusion, RISE.
 
 `rewritten_forward(model, run)` calls run() under torch.no_grad() inside a RectifierRuleMode
@@ -33,4 +33,4 @@ def rewritten_forward(model: torch.nn.Module, run: Callable[[], T], *, learn: bo
                 rewrites.learn()
         return result
 
-    return _rewrites.run(model, attempt, fold=True)
+    return _rewrites.run(model, attempt)

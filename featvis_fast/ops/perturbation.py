@@ -109,9 +109,10 @@ def _(x, fill, src, boxes, backend):
 @torch.library.custom_op("featvis::box_accumulate", mutates_args=())
 def box_accumulate(values: torch.Tensor, src: torch.Tensor, boxes: torch.Tensor, batch: int, planes: int,
                    height: int, width: int, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """values (N,) fp32, src (N,) int32, boxes (N, 6) int32 -> (sums, counts), each (batch, planes, H, W) fp32."""
-    if values.dim() != 1 or values.dtype != torch.float32:
-        raise ValueError(f"values must be a 1-D float32 tensor, got {values.dtype} {tuple(values.shape)}")
+    """values (N,) fp32 or fp64, src (N,) int32, boxes (N, 6) int32 -> (sums, counts), each
+    (batch, planes, H, W) in values' dtype (float64 runs the reference)."""
+    if values.dim() != 1 or values.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"values must be a 1-D float32 or float64 tensor, got {values.dtype} {tuple(values.shape)}")
     _check_index(src, batch)
     if src.numel() != values.numel():
         raise ValueError(f"src has {src.numel()} entries for {values.numel()} values")
@@ -133,9 +134,10 @@ def _(values, src, boxes, batch, planes, height, width, backend):
 
 @torch.library.custom_op("featvis::rise_masks", mutates_args=())
 def rise_masks(grid: torch.Tensor, shifts: torch.Tensor, height: int, width: int, backend: str) -> torch.Tensor:
-    """grid (N, s_h, s_w) fp32, shifts (N, 2) int32 (dy, dx) -> (N, H, W) fp32 RISE masks."""
-    if grid.dim() != 3 or grid.dtype != torch.float32:
-        raise ValueError(f"grid must be (N, s_h, s_w) float32, got {grid.dtype} {tuple(grid.shape)}")
+    """grid (N, s_h, s_w) fp32 or fp64, shifts (N, 2) int32 (dy, dx) -> (N, H, W) RISE masks in
+    grid's dtype (float64 runs the reference)."""
+    if grid.dim() != 3 or grid.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"grid must be (N, s_h, s_w) float32 or float64, got {grid.dtype} {tuple(grid.shape)}")
     if shifts.shape != (grid.shape[0], 2) or shifts.dtype != torch.int32:
         raise ValueError(f"shifts must be ({grid.shape[0]}, 2) int32, got {shifts.dtype} {tuple(shifts.shape)}")
     up_h, up_w = ref.upsampled_size(height, width, grid.shape[1], grid.shape[2])
@@ -158,11 +160,14 @@ def _(grid, shifts, height, width, backend):
 @torch.library.custom_op("featvis::apply_masks", mutates_args=())
 def apply_masks(x: torch.Tensor, fill: torch.Tensor, masks: torch.Tensor, src: torch.Tensor,
                 backend: str) -> torch.Tensor:
-    """x, fill (B, C, H, W); masks (N, H, W) fp32; src (N,) int32 -> (N, C, H, W) = x*m + fill*(1-m)."""
+    """x, fill (B, C, H, W); masks (N, H, W) fp32 (fp64 also for a float64 x); src (N,) int32 ->
+    (N, C, H, W) = x*m + fill*(1-m)."""
     _check_images(x, fill)
     _check_index(src, x.shape[0])
-    if masks.shape != (src.numel(),) + tuple(x.shape[2:]) or masks.dtype != torch.float32:
-        raise ValueError(f"masks must be ({src.numel()}, {x.shape[2]}, {x.shape[3]}) float32, "
+    allowed = (torch.float32, torch.float64) if x.dtype == torch.float64 else (torch.float32,)
+    if masks.shape != (src.numel(),) + tuple(x.shape[2:]) or masks.dtype not in allowed:
+        raise ValueError(f"masks must be ({src.numel()}, {x.shape[2]}, {x.shape[3]}) "
+                         f"{' or '.join(str(d).removeprefix('torch.') for d in allowed)}, "
                          f"got {masks.dtype} {tuple(masks.shape)}")
     return _copies("apply_masks", x, fill, (masks,), src, backend, lambda: ref.apply_masks(x, fill, masks, src))
 

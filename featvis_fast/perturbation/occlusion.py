@@ -80,7 +80,7 @@ def _filters(acts: torch.Tensor, measure_filter, layer: str) -> torch.Tensor:
     """(B,) filter per image: the given one, or the one with the largest activation norm."""
     channels = acts.shape[1]
     if measure_filter is None:
-        return acts.float().pow(2).sum(dim=(2, 3)).argmax(dim=1)
+        return acts.to(_targets.score_dtype(acts)).pow(2).sum(dim=(2, 3)).argmax(dim=1)
     if not 0 <= measure_filter < channels:
         raise ValueError(f"filter {measure_filter} is out of range for layer {layer!r} with {channels} filters")
     return torch.full((acts.shape[0],), measure_filter, dtype=torch.long, device=acts.device)
@@ -115,7 +115,8 @@ def occlusion(model: torch.nn.Module, x: torch.Tensor, target=None, window=32, s
     (measure="score" only). window / stride: int, (h, w), or lists of them for several specs.
     fill: number, per-channel values, tensor, "mean", "blur" (blur_sigma) or "noise" (generator);
     see featvis_fast.perturbation._fills. positions: "inside" (Captum) or "overhang" (FeatureVis);
-    see _windows. batch_size=None: the largest batch that fits (see _chunks)."""
+    see _windows. batch_size=None: the largest batch that fits (see _chunks).
+    The maps are float64 for a float64 model and input (every step in float64), else float32."""
     check_model_and_batch(model, x)
     if x.dim() != 4:
         raise ValueError(f"occlusion needs images (B, C, H, W), got shape {tuple(x.shape)}")
@@ -157,7 +158,7 @@ def occlusion(model: torch.nn.Module, x: torch.Tensor, target=None, window=32, s
             src, occ_boxes, acc_boxes = _items(_windows.boxes_for(spec, height, width, positions), batch, channels,
                                                per_channel)
             src, occ_boxes, acc_boxes = src.to(x.device), occ_boxes.to(x.device), acc_boxes.to(x.device)
-            values = torch.empty(src.numel(), dtype=torch.float32, device=x.device)
+            values = torch.empty(src.numel(), dtype=_targets.score_dtype(site), device=x.device)
 
             def work(start, stop):
                 s = src[start:stop]
@@ -167,7 +168,7 @@ def occlusion(model: torch.nn.Module, x: torch.Tensor, target=None, window=32, s
                 else:
                     f = filters[s.long()]
                     rows = torch.arange(len(s), device=out.device)
-                    diff = ref_values[s.long(), f].float() - out[rows, f].float()
+                    diff = ref_values[s.long(), f].to(values.dtype) - out[rows, f].to(values.dtype)
                     values[start:stop] = diff.pow(2).sum(dim=(1, 2)).sqrt()
 
             size = _chunks.pick_batch_size(batch_size, src.numel(), x.device, item_bytes)

@@ -46,7 +46,8 @@ def rise(model: torch.nn.Module, x: torch.Tensor, target=None, n_masks: int = 40
          batch_size: int | None = None, progress: bool = True, backend: str | None = None) -> torch.Tensor:
     """RISE saliency of x (B, C, H, W) -> (B, H, W) on x's device. target: None (predicted class),
     a class index, a LongTensor (B,) or a callable on the output (then activation is not applied).
-    fill: what masked-out pixels become (0, the paper's, by default; see _fills)."""
+    fill: what masked-out pixels become (0, the paper's, by default; see _fills).
+    The map is float64 for a float64 model and input (masks, scores and sums in float64), else float32."""
     check_model_and_batch(model, x)
     if x.dim() != 4:
         raise ValueError(f"rise needs images (B, C, H, W), got shape {tuple(x.shape)}")
@@ -63,7 +64,8 @@ def rise(model: torch.nn.Module, x: torch.Tensor, target=None, n_masks: int = 40
     if g[0] > height or g[1] > width:
         raise ValueError(f"grid {g} is finer than the image ({height}, {width})")
     cells, shifts = random_masks(n_masks, g, float(p), height, width, gen)
-    cells, shifts = cells.to(x.device), shifts.to(x.device)
+    # float64 images get float64 masks (the bilinear upsampling in their precision)
+    cells, shifts = cells.to(x.device, _targets.score_dtype(x)), shifts.to(x.device)
     softmax = activation == "softmax" and not callable(target)
     with cached_cpu_memory(x.device):
         largest = []
@@ -72,7 +74,7 @@ def rise(model: torch.nn.Module, x: torch.Tensor, target=None, n_masks: int = 40
         probe = Probe(model)
         classes, _ = _targets.resolve(probe(x), target)
         x_fill = make_fill(x, fill, generator=gen)
-        saliency = torch.zeros(batch, height * width, dtype=torch.float32, device=x.device)
+        saliency = torch.zeros(batch, height * width, dtype=_targets.score_dtype(x), device=x.device)
         item_bytes = 3 * (largest[0] if largest else x[:1].numel() * x.element_size())
         size = _chunks.pick_batch_size(batch_size, n_masks * batch, x.device, item_bytes)
 
@@ -82,7 +84,7 @@ def rise(model: torch.nn.Module, x: torch.Tensor, target=None, n_masks: int = 40
             src = torch.arange(batch, dtype=torch.int32, device=x.device).repeat(m1 - m0)
             out = probe(ops.apply_masks(x, x_fill, masks.repeat_interleave(batch, dim=0), src, chosen))
             weights = _targets.scores(out, target, classes, src, softmax=softmax).reshape(m1 - m0, batch)
-            saliency.add_(weights.T @ masks.reshape(m1 - m0, -1))
+            saliency.add_(weights.T.to(saliency.dtype) @ masks.reshape(m1 - m0, -1).to(saliency.dtype))
 
         _chunks.run_batches(n_masks * batch, size, work, progress=progress, desc="RISE", device=x.device,
                             step=batch)
