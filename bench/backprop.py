@@ -6,9 +6,13 @@ input; on the CPU the process' peak RSS growth over the RSS after a batch-1 warm
 configuration in a fresh subprocess.
 On CUDA also the largest batch that fits (doubling until out of memory). Models: the bundled
 EfficientNet-Lite0 (ReLU6) and a ReLU ResNet-18 on the CPU; a ResNet-50-shaped model (random
-weights) on the GPU. Grad-CAM layers: EfficientNet `_blocks.15`, ResNets `layer4`.
+weights) on the GPU; with --zoo, torchvision's own ResNet-50, VGG-16, DenseNet-121 and
+MobileNetV2 (random weights, batch-norm statistics measured on a random batch: tests/_zoo.py).
+Grad-CAM layers: EfficientNet `_blocks.15`, ResNets `layer4`, VGG-16 `features.29`, DenseNet
+`features`, MobileNetV2 `features.18`.
 
     python bench/backprop.py [--device cpu|cuda] [--batches 8 32] [--repeats N] [--malloc-tuned]
+    python bench/backprop.py --zoo --batches 8 [--threads 2]    # torchvision's architectures
 
 On the CPU, half of a call's time can go to page faults: glibc returns every large freed
 tensor to the kernel and the next call faults it in again. Ours avoids that with its caching CPU
@@ -37,7 +41,10 @@ from _common import environment, write_results  # noqa: E402
 
 IMPLS = ("captum", "featvis")
 MALLOC_TUNED = {"MALLOC_MMAP_THRESHOLD_": str(2**32), "MALLOC_TRIM_THRESHOLD_": str(2**34)}
-LAYERS = {"efficientnet-lite0": "_blocks.15", "resnet18": "layer4", "resnet50": "layer4"}
+LAYERS = {"efficientnet-lite0": "_blocks.15", "resnet18": "layer4", "resnet50": "layer4",
+          "tv-resnet50": "layer4", "tv-vgg16": "features.29", "tv-densenet121": "features",
+          "tv-mobilenet_v2": "features.18"}
+ZOO = ["tv-resnet50", "tv-vgg16", "tv-densenet121", "tv-mobilenet_v2"]
 
 
 def build(name: str, device: str) -> torch.nn.Module:
@@ -45,6 +52,13 @@ def build(name: str, device: str) -> torch.nn.Module:
         import featvis_fast as fv
 
         return fv.load_model(device=device)[0]
+    if name.startswith("tv-"):  # torchvision's own definition, importable beside the CPU torch (tests/_zoo)
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+        import _zoo
+
+        torch.manual_seed(0)
+        model = getattr(_zoo.torchvision_models(), name[3:])(weights=None)
+        return _zoo.realistic(model, 64).to(device)
     return {"resnet18": resnet18, "resnet50": resnet50}[name]().to(device)
 
 
@@ -138,18 +152,22 @@ def main() -> None:
     p.add_argument("--batches", type=int, nargs="+")
     p.add_argument("--models", nargs="+")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--zoo", action="store_true", help="torchvision's ResNet-50, VGG-16, DenseNet-121, MobileNetV2")
+    p.add_argument("--threads", type=int, help="torch.set_num_threads in every measured process")
     p.add_argument("--malloc-tuned", action="store_true",
                    help="run every configuration with glibc malloc's mmap and trim thresholds raised "
                         "(MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_), so large tensors are not "
                         "page-faulted in afresh on every call; applies to Captum and ours alike")
     p.add_argument("--one", nargs=4, metavar=("MODEL", "METHOD", "IMPL", "BATCH"), help=argparse.SUPPRESS)
     a = p.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
     if a.one:
         print(json.dumps(run_one(a.one[0], a.one[1], a.one[2], int(a.one[3]), a.device, a.repeats)))
         return
     env_vars = dict(MALLOC_TUNED) if a.malloc_tuned else {}
     cpu = a.device == "cpu"
-    models = a.models or (["efficientnet-lite0", "resnet18"] if cpu else ["resnet50"])
+    models = a.models or (ZOO if a.zoo else ["efficientnet-lite0", "resnet18"] if cpu else ["resnet50"])
     batches = a.batches or ([8, 32] if cpu else [64, 256])
     env = environment(a.device)
     env["malloc"] = env_vars or "glibc defaults"
@@ -159,8 +177,9 @@ def main() -> None:
             for batch in batches:
                 pair = {}
                 for impl in IMPLS:
-                    row = _subprocess(["--device", a.device, "--repeats", str(a.repeats), "--one", name, method, impl,
-                                       str(batch)], env_vars)
+                    threads = ["--threads", str(a.threads)] if a.threads else []
+                    row = _subprocess(["--device", a.device, "--repeats", str(a.repeats), *threads, "--one", name,
+                                       method, impl, str(batch)], env_vars)
                     pair[impl] = row
                     rows.append(row)
                     print(f"{name:18s} {method:16s} B={batch:<4d} {impl:8s} {row['images_per_s']:8.2f} img/s  "
@@ -189,8 +208,8 @@ def main() -> None:
         lines += [f"| {r['model']} | {r['method']} | {r['impl']} | {r['largest_batch']} |" for r in fits]
     markdown = "\n".join(lines) + "\n"
     print(markdown)
-    print("wrote", *write_results("backprop-malloc-tuned" if a.malloc_tuned else "backprop", a.device, env, rows,
-                                  markdown))
+    kind = "backprop-zoo" if a.zoo else "backprop"
+    print("wrote", *write_results(kind + ("-malloc-tuned" if a.malloc_tuned else ""), a.device, env, rows, markdown))
 
 
 if __name__ == "__main__":
