@@ -5,6 +5,7 @@ import warnings
 
 import pytest
 import torch
+import torch.nn as nn
 from _backprop_models import ReluOnlyNet
 from conftest import kernel_backends
 
@@ -231,32 +232,57 @@ def test_model_unchanged_after_calls_and_after_exceptions(model, x):
     _assert_unchanged(model, before)
 
 
+def _saved_bytes(run):
+    """Bytes of the distinct storages autograd saves for backward while run() executes."""
+    seen, total = set(), [0]
+
+    def pack(t):
+        key = t.untyped_storage().data_ptr()
+        if key not in seen and t.numel() > 0:
+            seen.add(key)
+            total[0] += t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        run()
+    return total[0]
+
+
+def test_max_pooling_saves_only_its_indices_and_stays_exact():
+    """A 2-D max pool inside an attribution saves its winners' indices, not its input (the
+    rectifier output before it would otherwise stay alive); the gradient is autograd's bit for bit."""
+    from featvis_fast.backprop import RectifierRuleMode
+
+    gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, ())))
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2, 1), nn.Flatten(),
+                          nn.Linear(16 * 12 * 13, 4)).eval()
+    x = torch.randn(4, 3, 23, 25, generator=gen)
+    pooled = 4 * 16 * 12 * 13
+    def ours():
+        with RectifierRuleMode(0, "torch"):
+            model(x.clone().requires_grad_())
+
+    saved = _saved_bytes(ours)
+    budget = 8 * pooled + 4 * 16 * 23 * 25 // 8 + 4096 + 4 * sum(p.numel() for p in model.parameters())
+    assert saved < budget < _saved_bytes(lambda: model(x.clone().requires_grad_())), \
+        f"saved {saved} bytes: more than indices (int64), masks and weights ({budget})"
+    xr = x.contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    (expected,) = torch.autograd.grad(model(xr)[:, 2].sum(), xr)
+    for _ in range(2):
+        assert torch.equal(fv.saliency(model, x, 2), expected)
+
+
 def test_backward_keeps_far_less_memory_than_autograd(model):
     """Saved-for-backward bytes: bit-packed masks and weights only, vs activations in autograd."""
     x = torch.randn(8, 3, 32, 32)
-
-    def saved_bytes(run):
-        seen, total = set(), [0]
-
-        def pack(t):
-            key = t.untyped_storage().data_ptr()
-            if key not in seen and t.numel() > 0:
-                seen.add(key)
-                total[0] += t.untyped_storage().nbytes()
-            return t
-
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            run()
-        return total[0]
-
-    plain = saved_bytes(lambda: model(x.clone().requires_grad_()))
+    plain = _saved_bytes(lambda: model(x.clone().requires_grad_()))
     from featvis_fast.backprop import RectifierRuleMode
 
     def ours():
         with RectifierRuleMode(2, "torch"):
             model(x.clone().requires_grad_())
 
-    lean = saved_bytes(ours)
+    lean = _saved_bytes(ours)
     assert lean * 4 < plain, f"saved {lean} bytes vs autograd's {plain}"
 
 

@@ -2,8 +2,8 @@
 
 Attribution never needs parameter gradients, yet autograd's convolution saves its input and
 batch norm its input, whatever requires grad: one activation-sized tensor per layer. Inside an
-attribution (parameters detached) these replacements save only the weight (conv, linear) or a
-per-channel scale (eval-mode batch norm), so with bit-packed rectifier masks the backward keeps
+attribution (parameters detached) these replacements save only the weight (conv, linear), two
+per-channel factors (eval-mode batch norm) or the winners' indices (2-D max pooling), so with bit-packed rectifier masks the backward keeps
 about 1/32 of an activation per rectifier instead of two or three activations per block.
 The numbers are torch's own kernels: the forward calls the same function, the backward calls
 aten.convolution_backward with only the input gradient requested.
@@ -71,6 +71,43 @@ class _LinearInputGrad(torch.autograd.Function):
     def backward(ctx, grad):
         weight, grad = _incoming(ctx, grad)
         return grad @ weight.to(grad.dtype), None, None, None
+
+
+class _MaxPool2dInputGrad(torch.autograd.Function):
+    """2-D max pooling that saves only the winners' indices (autograd also keeps the input, an
+    activation 4x the output's size); the forward and backward are torch's own aten kernels."""
+
+    @staticmethod
+    def forward(ctx, x, kernel, stride, padding, dilation, ceil_mode):
+        out, indices = torch.ops.aten.max_pool2d_with_indices(x, kernel, stride, padding, dilation, ceil_mode)
+        ctx.save_for_backward(indices)
+        fmt = torch.channels_last if _layout.channels_last(x) else torch.contiguous_format
+        ctx.conf = (tuple(x.shape), fmt, kernel, stride, padding, dilation, ceil_mode)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        (indices,) = ctx.saved_tensors
+        shape, fmt, kernel, stride, padding, dilation, ceil_mode = ctx.conf
+        # only the input's shape and layout are read (see _ConvInputGrad)
+        placeholder = torch.empty(shape, dtype=grad.dtype, device=grad.device, memory_format=fmt)
+        dx = torch.ops.aten.max_pool2d_with_indices_backward(grad, placeholder, kernel, stride, padding, dilation,
+                                                             ceil_mode, indices)
+        return dx, None, None, None, None, None
+
+
+def _max_pool2d(x, args, kwargs):
+    """F.max_pool2d(x, ...) through _MaxPool2dInputGrad, or NotImplemented (indices returned,
+    unbatched input)."""
+    if _arg(args, kwargs, 6, "return_indices", False) or x.dim() != 4:
+        return NotImplemented
+    kernel = _tuple(_arg(args, kwargs, 1, "kernel_size", None), 2)
+    stride = _arg(args, kwargs, 2, "stride", None)
+    stride = kernel if stride is None or (not isinstance(stride, int) and len(stride) == 0) else _tuple(stride, 2)
+    padding = _tuple(_arg(args, kwargs, 3, "padding", 0), 2)
+    dilation = _tuple(_arg(args, kwargs, 4, "dilation", 1), 2)
+    ceil_mode = bool(_arg(args, kwargs, 5, "ceil_mode", False))
+    return _MaxPool2dInputGrad.apply(x, kernel, stride, padding, dilation, ceil_mode)
 
 
 class _EvalBatchNorm(torch.autograd.Function):
@@ -180,6 +217,8 @@ def lean_call(func, args, kwargs, eps: float | None = None, inplace: bool = Fals
         if weight is None or weight.requires_grad or (bias is not None and bias.requires_grad):
             return NotImplemented
         return _LinearInputGrad.apply(x, weight, bias, eps)
+    if func is F.max_pool2d:
+        return _max_pool2d(x, args, kwargs)
     if func is F.batch_norm:
         factors = eval_batch_norm_factors(args, kwargs, x.dtype)
         if factors is None:
