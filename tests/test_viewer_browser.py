@@ -30,7 +30,7 @@ def _need(condition: bool, why: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def viewer():
+def _viewer_module():
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -51,9 +51,20 @@ def viewer():
         page.on("console", lambda msg: errors.append(f"console: {msg.text}") if msg.type == "error" else None)
         page.goto(server.url)
         page.wait_for_function("window.featvis && window.featvis.ready", timeout=120_000)
-        yield page, session, errors
+        yield page, session, errors, server.url
         browser.close()
     server.stop()
+
+
+@pytest.fixture
+def viewer(_viewer_module):
+    """The page freshly loaded (initial layer, colormap, one panel, nothing pinned), so each test
+    starts from the same state in any order; the server, session and browser are shared."""
+    page, session, errors, url = _viewer_module
+    page.goto(url)
+    page.wait_for_function("window.featvis && window.featvis.ready", timeout=120_000)
+    errors.clear()
+    return page, session, errors
 
 
 def hover(page, panel: int, x: float, y: float) -> dict:
