@@ -41,7 +41,7 @@ class _ConvInputGrad(torch.autograd.Function):
         z = func(x, weight, bias, stride, padding, dilation, groups)
         _save(ctx, weight, z, eps)
         # torch's convolution backward picks its kernel (and rounding) from the input's layout
-        fmt = torch.channels_last if _layout.channels_last(x) else torch.contiguous_format
+        fmt = _layout.memory_format(_layout.channels_last(x))
         ctx.conf = (tuple(x.shape), fmt, stride, padding, dilation, groups)
         return z
 
@@ -81,7 +81,7 @@ class _MaxPool2dInputGrad(torch.autograd.Function):
     def forward(ctx, x, kernel, stride, padding, dilation, ceil_mode):
         out, indices = torch.ops.aten.max_pool2d_with_indices(x, kernel, stride, padding, dilation, ceil_mode)
         ctx.save_for_backward(indices)
-        fmt = torch.channels_last if _layout.channels_last(x) else torch.contiguous_format
+        fmt = _layout.memory_format(_layout.channels_last(x))
         ctx.conf = (tuple(x.shape), fmt, kernel, stride, padding, dilation, ceil_mode)
         return out
 
