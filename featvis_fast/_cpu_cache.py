@@ -5,7 +5,8 @@ page-faulted and zeroed afresh: on 2 cores a ResNet-18 Grad-CAM call at batch 32
 fifth of its time there. Inside `cached_cpu_memory()` torch's CPU allocator keeps freed blocks of
 256 KiB and more and reuses them for requests of the same size or up to half smaller, within
 the call and in the next one; on a miss, while more is cached than in use, cached blocks too small
-for the request are freed. Leaving it restores the previous allocator and frees the blocks the
+for the request are freed, and more until what is cached and in use fits in the most ever in use
+at once (the cache never raises the peak footprint). Leaving it restores the previous allocator and frees the blocks the
 call did not reuse, so what stays cached is one call's working set. `empty_cpu_cache()` releases that too, as
 torch.cuda.empty_cache() does for CUDA. Without the compiled extension (or with
 FEATVIS_CPU_CACHE=0) the context does nothing.
