@@ -16,7 +16,7 @@ Grad-CAM layers: EfficientNet `_blocks.15`, ResNets `layer4`, VGG-16 `features.2
 
 On the CPU, half of a call's time can go to page faults: glibc returns every large freed
 tensor to the kernel and the next call faults it in again. Ours avoids that with its caching CPU
-allocator (featvis_fast._cpu_cache); --malloc-tuned raises glibc's thresholds for both tools (a
+allocator (featvis_fast.engine.cpu_cache); --malloc-tuned raises glibc's thresholds for both tools (a
 setting users can make too), which gives Captum the same benefit; one run with and one without
 it shows both sides. (Timing both tools in one process is not fair: whichever runs second inherits
 the first one's grown heap.)

@@ -22,11 +22,13 @@
 
 #include <cstdint>
 
+#include "featvis_abi.h"
+
 namespace featvis::cpu {
 
-constexpr int64_t kOptimizerSgd = 0;
-constexpr int64_t kOptimizerAdam = 1;
-constexpr int64_t kOptimizerNesterov = 2;
+constexpr int64_t kOptimizerSgd = FEATVIS_OPTIMIZER_SGD;
+constexpr int64_t kOptimizerAdam = FEATVIS_OPTIMIZER_ADAM;
+constexpr int64_t kOptimizerNesterov = FEATVIS_OPTIMIZER_NESTEROV;
 
 void ascent_step(const at::Tensor& x, const at::Tensor& g, const at::Tensor& offsets, const at::Tensor& scale,
                  const at::Tensor& m, const at::Tensor& v, const at::Tensor& next_offsets, int64_t step, double lr,

@@ -7,7 +7,7 @@
 // there. Regularizer, optimizer and clip choices are uniform branches. fp32 arithmetic without FMA
 // contraction (_rn intrinsics, IEEE division and square root); powers via powf.
 #include "ascent_cuda.h"
-#include "similarity_cuda.h"
+#include "featvis_abi.h"
 #include "cuda_convert.h"
 
 #include <cuda_bf16.h>

@@ -1,23 +1,17 @@
 /* featvis-fast CUDA backend: the fused gradient-ascent step `featvis::ascent_step`, torch-free C ABI
  * (implemented in ascent_cuda.cu). Semantics: featvis_fast/_step_reference.py; calling convention of
- * the op layer: featvis_fast/ops/ascent.py. Conventions as in similarity_cuda.h: device pointers to
- * C-contiguous buffers, `stream` a cudaStream_t as void*, return value a cudaError_t as int
- * (0 == cudaSuccess, argument errors cudaErrorInvalidValue), work only enqueued. dtype codes:
- * FEATVIS_DTYPE_FLOAT32/16/BFLOAT16 (similarity_cuda.h).
+ * the op layer: featvis_fast/ops/ascent.py. Conventions, optimizer and dtype codes: featvis_abi.h.
  */
 #ifndef FEATVIS_ASCENT_CUDA_H_
 #define FEATVIS_ASCENT_CUDA_H_
 
 #include <stdint.h>
 
+#include "featvis_abi.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-#define FEATVIS_OPTIMIZER_SGD 0  /* m' = momentum m + d;  x' = x + lr m' */
-#define FEATVIS_OPTIMIZER_ADAM 1 /* m' = b1 m + (1 - b1) d;  v' = b2 v + (1 - b2) d^2;
-                                    x' = x + lr (m' / (1 - b1^step)) / (sqrt(v' / (1 - b2^step)) + eps) */
-#define FEATVIS_OPTIMIZER_NESTEROV 2 /* m' = momentum m + d;  x' = x + lr (d + momentum m') */
 
 /* Scalar settings of one step (host memory). Regularizer weights 0 switch their terms off;
  * clipping to [clip_lo, clip_hi] happens only when clip_lo <= clip_hi. */

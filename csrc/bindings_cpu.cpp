@@ -1,4 +1,4 @@
-// Python bindings for the featvis-fast CPU kernels (csrc/similarity_cpu.h).
+// Python bindings for every featvis-fast C++ CPU kernel (the *_cpu.h headers) and the CPU memory cache.
 #include <torch/extension.h>
 
 #include "ascent_cpu.h"

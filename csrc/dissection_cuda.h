@@ -1,13 +1,13 @@
 /* featvis-fast CUDA backend: the Network Dissection tally `featvis::dissect_tally`, torch-free C ABI
  * (implemented in dissection_cuda.cu). Semantics: featvis_fast/_dissection_reference.py; calling convention
- * of the op layer: featvis_fast/ops/dissection.py. Conventions as in similarity_cuda.h: device pointers to
- * C-contiguous buffers, `stream` a cudaStream_t as void*, return value a cudaError_t as int (0 ==
- * cudaSuccess, argument errors cudaErrorInvalidValue), work only enqueued.
+ * of the op layer: featvis_fast/ops/dissection.py. Conventions: featvis_abi.h.
  */
 #ifndef FEATVIS_DISSECTION_CUDA_H_
 #define FEATVIS_DISSECTION_CUDA_H_
 
 #include <stdint.h>
+
+#include "featvis_abi.h"
 
 #ifdef __cplusplus
 extern "C" {

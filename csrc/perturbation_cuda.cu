@@ -6,7 +6,7 @@
 // (deterministic, no atomics; fine for N up to a few thousand). rise_masks: one thread per mask
 // pixel, PyTorch's bilinear align_corners=False rule in fp32. No FMA contraction anywhere (_rn).
 #include "perturbation_cuda.h"
-#include "similarity_cuda.h"
+#include "featvis_abi.h"
 #include "cuda_convert.h"
 
 #include <cuda_bf16.h>

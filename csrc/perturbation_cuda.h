@@ -1,8 +1,6 @@
 /* featvis-fast CUDA backend: perturbation kernels (occlusion, RISE), torch-free C ABI (implemented in
- * perturbation_cuda.cu). Semantics: featvis_fast/_perturbation_reference.py. Conventions as in
- * similarity_cuda.h: device pointers to C-contiguous buffers, `stream` a cudaStream_t as void*,
- * return value a cudaError_t as int (0 == cudaSuccess, argument errors cudaErrorInvalidValue),
- * work only enqueued. dtype codes: FEATVIS_DTYPE_FLOAT32/16/BFLOAT16 (similarity_cuda.h).
+ * perturbation_cuda.cu). Semantics: featvis_fast/_perturbation_reference.py. Conventions and
+ * dtype codes (FEATVIS_DTYPE_FLOAT32/16/BFLOAT16): featvis_abi.h.
  *
  * Image batches x, fill: (B, C, H, W) of `dtype`, or (B, H, W, C) when nhwc != 0; outputs of
  * occlude / apply_masks: (N, same trailing dims), every element written. src: (N,) int32 image
@@ -14,6 +12,8 @@
 #define FEATVIS_PERTURBATION_CUDA_H_
 
 #include <stdint.h>
+
+#include "featvis_abi.h"
 
 #ifdef __cplusplus
 extern "C" {

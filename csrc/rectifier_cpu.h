@@ -14,11 +14,13 @@
 
 #include <cstdint>
 
+#include "featvis_abi.h"
+
 namespace featvis::cpu {
 
-constexpr int64_t kRuleBackprop = 0;
-constexpr int64_t kRuleDeconvnet = 1;
-constexpr int64_t kRuleGuided = 2;
+constexpr int64_t kRuleBackprop = FEATVIS_RULE_BACKPROP;
+constexpr int64_t kRuleDeconvnet = FEATVIS_RULE_DECONVNET;
+constexpr int64_t kRuleGuided = FEATVIS_RULE_GUIDED;
 
 void rectify(const at::Tensor& x, double lo, double hi, double slope, const at::Tensor& y_out,
              const at::Tensor& packed_out);

@@ -3,7 +3,7 @@
 // so the forward packs its mask with one __ballot_sync per word, and the backward reads each word
 // once per warp (all lanes load the same address: one transaction) and picks its own bit.
 #include "rectifier_cuda.h"
-#include "similarity_cuda.h"
+#include "featvis_abi.h"
 #include "cuda_convert.h"
 
 #include <cuda_bf16.h>

@@ -56,6 +56,8 @@
 #include <cstring>
 #include <optional>
 
+#include "featvis_abi.h"
+
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
 #define FV_HAVE_AVX2 1
@@ -79,7 +81,7 @@ void pixel_similarity(const at::Tensor& features, const at::Tensor& queries,
 void colorize(const at::Tensor& sim, const at::Tensor& lo, const at::Tensor& hi,
               const at::Tensor& lut, const at::Tensor& rgba_out);
 
-enum Metric : int64_t { kInner = 0, kAngular = 1, kEuclidean = 2 };
+enum Metric : int64_t { kInner = FEATVIS_METRIC_INNER, kAngular = FEATVIS_METRIC_ANGULAR, kEuclidean = FEATVIS_METRIC_EUCLIDEAN };
 
 // ----------------------------------------------------------------------------
 // Tuning constants (measured on a 2-core AVX-512 Xeon VM; C=1024, N=128*128,

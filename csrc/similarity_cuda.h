@@ -1,32 +1,20 @@
-/* featvis-fast CUDA backend: torch-free C ABI (implemented in similarity_cuda.cu, similarity_int8_cuda.cu
- * and colorize_cuda.cu).
- *
- * All pointers are device pointers to C-contiguous buffers; `stream` is a cudaStream_t passed as
- * void*. Every function returns a cudaError_t value as int (0 == cudaSuccess); argument errors
- * return cudaErrorInvalidValue (1). Work is only enqueued on `stream` (no synchronisation).
+/* featvis-fast CUDA backend: pixel similarity and colorize, torch-free C ABI (implemented in
+ * similarity_cuda.cu, similarity_int8_cuda.cu and colorize_cuda.cu). Conventions, metric and dtype
+ * codes, featvis_cuda_error_string: featvis_abi.h.
  */
 #ifndef FEATVIS_SIMILARITY_CUDA_H_
 #define FEATVIS_SIMILARITY_CUDA_H_
 
 #include <stdint.h>
 
+#include "featvis_abi.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-/* dtype codes for features/queries */
-#define FEATVIS_DTYPE_FLOAT32 0
-#define FEATVIS_DTYPE_FLOAT16 1
-#define FEATVIS_DTYPE_BFLOAT16 2
-#define FEATVIS_DTYPE_INT8 3 /* int8 storage with per-pixel scales and per-query scales (see below) */
-
 /* int8: largest C for which the exact int32 channel sum cannot overflow (128 * 128 * C < 2^31). */
 #define FEATVIS_INT8_MAX_C 131071
-
-/* similarity metrics */
-#define FEATVIS_METRIC_INNER 0     /* s = sum_c f[c,n] * q[c]                     (fp32 accumulate) */
-#define FEATVIS_METRIC_ANGULAR 1   /* s = 1 - acosf(clamp(inner, 0, 1)) * (2/pi)                   */
-#define FEATVIS_METRIC_EUCLIDEAN 2 /* s = sqrtf(sum_c (f[c,n] - q[c])^2)         (fp32 accumulate) */
 
 /* features: (C, N) of `dtype`; queries: (Q, C) of `dtype`;
  * sim_out: (Q, N) float32, fully written; minmax_out: (Q, 2) float32 = [min_n, max_n] of sim_out[q].
@@ -48,9 +36,6 @@ int featvis_pixel_similarity_cuda(const void* features, const void* queries, con
  * rgba_out[q, n, :] = lut[idx, :]. Requires 0 <= N <= INT32_MAX. */
 int featvis_colorize_cuda(const float* sim, const float* lo, const float* hi, const uint8_t* lut,
                           uint8_t* rgba_out, int64_t Q, int64_t N, void* stream);
-
-/* Human-readable message for a code returned above (cudaGetErrorString). */
-const char* featvis_cuda_error_string(int err);
 
 #ifdef __cplusplus
 } /* extern "C" */

@@ -4,7 +4,7 @@ Importing never fails because a compiled extension is missing: backends load on 
 fall back (with one warning) when an automatically chosen one is unavailable.
 """
 from ._backend import BackendUnavailableError, backends
-from ._cpu_cache import empty_cpu_cache
+from .engine import empty_cpu_cache
 from .backprop import (Unit, deconvnet, gradcam, guided_backprop, guided_gradcam, lrp,
                        saliency)
 from .dissection import dissect

@@ -69,7 +69,7 @@ def _clear_stale_lock(build_dir: str) -> None:
 
 @functools.cache
 def load_cpu() -> ModuleType:
-    """The C++ CPU kernels (pixel_similarity, colorize)."""
+    """The C++ CPU extension `featvis_cpu`: every op's CPU kernels (csrc/*_cpu.cpp) and the CPU memory cache."""
     # no FMA contraction: colorize must round exactly like the float32 reference
     flags = ["-O3", "-march=native", "-fopenmp", "-ffp-contract=off"]
     return _build("featvis_cpu", CPU_SOURCES, extra_cflags=flags, extra_ldflags=["-fopenmp"])
@@ -77,7 +77,7 @@ def load_cpu() -> ModuleType:
 
 @functools.cache
 def load_cuda() -> ModuleType:
-    """The CUDA kernels (pixel_similarity, colorize); needs a CUDA torch, a GPU and nvcc."""
+    """The CUDA extension `featvis_cuda`: every op's CUDA kernels (csrc/*.cu); needs a CUDA torch, a GPU and nvcc."""
     if torch.version.cuda is None:
         raise ExtensionUnavailable("torch is a CPU-only build")
     if not torch.cuda.is_available():

@@ -22,7 +22,10 @@ import math
 
 import torch
 
-BACKPROP, DECONVNET, GUIDED = 0, 1, 2
+from ._abi import RULE_BACKPROP as BACKPROP
+from ._abi import RULE_DECONVNET as DECONVNET
+from ._abi import RULE_GUIDED as GUIDED
+
 RULES = (BACKPROP, DECONVNET, GUIDED)
 _SHIFTS = torch.arange(32, dtype=torch.int64)
 

@@ -6,7 +6,10 @@ import math
 
 import torch
 
-INNER, ANGULAR, EUCLIDEAN = 0, 1, 2
+from ._abi import METRIC_ANGULAR as ANGULAR
+from ._abi import METRIC_EUCLIDEAN as EUCLIDEAN
+from ._abi import METRIC_INNER as INNER
+
 KERNEL_METRICS = (INNER, ANGULAR, EUCLIDEAN)
 
 

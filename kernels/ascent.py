@@ -16,6 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .._abi import OPTIMIZER_ADAM, OPTIMIZER_NESTEROV, OPTIMIZER_SGD
 from .perturbation import _round_bf16
 
 
@@ -145,7 +146,7 @@ def ascent_step_triton(x: torch.Tensor, g: torch.Tensor, offsets: torch.Tensor, 
     like x (Adam) or empty (SGD, Nesterov); optimizer_code 0 = SGD, 1 = Adam, 2 = Nesterov. Writes out
     (x's dtype), m_out, v_out (Adam; empty otherwise) and nxt (N, C, crop_h, crop_w) = out cropped at
     next_offsets. Clips to [clip_lo, clip_hi] only when clip_lo <= clip_hi."""
-    if optimizer_code not in (0, 1, 2):
+    if optimizer_code not in (OPTIMIZER_SGD, OPTIMIZER_ADAM, OPTIMIZER_NESTEROV):
         raise ValueError(f"optimizer_code must be 0 (SGD), 1 (Adam) or 2 (Nesterov), got {optimizer_code}")
     n, c, h, w = x.shape
     gh, gw = g.shape[-2:]
@@ -153,7 +154,7 @@ def ascent_step_triton(x: torch.Tensor, g: torch.Tensor, offsets: torch.Tensor, 
     plane = h * w
     if n * c == 0 or plane == 0:
         return
-    adam = optimizer_code == 1
+    adam = optimizer_code == OPTIMIZER_ADAM
     # host scalars as the reference forms them (Python doubles, rounded to fp32 at launch)
     bias1 = 1.0 - beta1 ** step if adam else 1.0
     bias2 = 1.0 - beta2 ** step if adam else 1.0
@@ -166,5 +167,5 @@ def ascent_step_triton(x: torch.Tensor, g: torch.Tensor, offsets: torch.Tensor, 
         1.0 - float(beta2), float(bias1), float(bias2), float(eps), float(l1), 2.0 * float(l2), float(lp) * float(p),
         float(p) - 1.0, float(tv), float(beta), float(tv_eps), float(beta) / 2.0 - 1.0, float(clip_lo),
         float(clip_hi),
-        ADAM=adam, NESTEROV=optimizer_code == 2, L1=l1 != 0, L2=l2 != 0, LP=lp != 0, TV=tv != 0,
+        ADAM=adam, NESTEROV=optimizer_code == OPTIMIZER_NESTEROV, L1=l1 != 0, L2=l2 != 0, LP=lp != 0, TV=tv != 0,
         CLIP=clip_lo <= clip_hi, ROUND_BF16=out.dtype == torch.bfloat16, BLOCK=block, enable_fp_fusion=False)

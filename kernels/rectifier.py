@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-_BACKPROP, _DECONVNET, _GUIDED = 0, 1, 2
+from .._abi import RULE_BACKPROP, RULE_DECONVNET
 
 
 @triton.jit
@@ -35,17 +35,19 @@ def _rectify_kernel(x_ptr, y_ptr, packed_ptr, n, lo, hi, slope, LEAKY: tl.conste
 
 
 @triton.jit
-def _rectify_backward_kernel(g_ptr, packed_ptr, dx_ptr, n, slope, RULE: tl.constexpr, BLOCK: tl.constexpr):
+def _rectify_backward_kernel(g_ptr, packed_ptr, dx_ptr, n, slope, MASK: tl.constexpr, SIGN: tl.constexpr,
+                             BLOCK: tl.constexpr):
+    # MASK: the forward mask gates (backprop, guided); SIGN: the gradient's sign gates (DeconvNet, guided)
     pid = tl.program_id(0)
     offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     inside = offs < n
     g = tl.load(g_ptr + offs, mask=inside, other=0.0).to(tl.float32)
     factor = tl.full((BLOCK,), 1.0, tl.float32)
-    if RULE != 1:
+    if MASK:
         word = tl.load(packed_ptr + offs // 32, mask=inside, other=0)
         bit = (word >> (offs % 32).to(tl.int32)) & 1
         factor = tl.where(bit != 0, 1.0, slope)
-    if RULE != 0:
+    if SIGN:
         factor = factor * tl.where(g > 0.0, 1.0, slope)
     tl.store(dx_ptr + offs, (g * factor).to(dx_ptr.dtype.element_ty), mask=inside)
 
@@ -74,5 +76,6 @@ def rectify_backward_triton(grad: torch.Tensor, packed: torch.Tensor, rule: int,
     if n == 0:
         return
     block = _block(grad.device)
-    _rectify_backward_kernel[(triton.cdiv(n, block),)](grad, packed if rule != _DECONVNET else grad, dx, n, slope,
-                                                       RULE=rule, BLOCK=block, enable_fp_fusion=False)
+    _rectify_backward_kernel[(triton.cdiv(n, block),)](grad, packed if rule != RULE_DECONVNET else grad, dx, n, slope,
+                                                       MASK=rule != RULE_DECONVNET, SIGN=rule != RULE_BACKPROP,
+                                                       BLOCK=block, enable_fp_fusion=False)

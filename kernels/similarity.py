@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-_INNER, _ANGULAR, _EUCLIDEAN = 0, 1, 2
+from .._abi import METRIC_ANGULAR, METRIC_EUCLIDEAN
 
 
 @triton.jit
@@ -32,7 +32,7 @@ def _acos01(x):
 
 @triton.jit
 def _similarity_kernel(f_ptr, q_ptr, scale_ptr, qscale_ptr, sim_ptr, part_ptr, C, N, Q, NUM_N_BLOCKS,
-                       METRIC: tl.constexpr, INT8: tl.constexpr, BLOCK_Q: tl.constexpr,
+                       ANGULAR: tl.constexpr, EUCLIDEAN: tl.constexpr, INT8: tl.constexpr, BLOCK_Q: tl.constexpr,
                        BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr):
     pid_n = tl.program_id(0)
     pid_q = tl.program_id(1)
@@ -51,7 +51,7 @@ def _similarity_kernel(f_ptr, q_ptr, scale_ptr, qscale_ptr, sim_ptr, part_ptr, C
         # int8: exact int32 sums; float storage: float32 accumulation
         f = f.to(tl.int32) if INT8 else f.to(tl.float32)
         q = q.to(tl.int32) if INT8 else q.to(tl.float32)
-        if METRIC == 2:
+        if EUCLIDEAN:
             d = f[None, :, :] - q[:, :, None]
             acc += tl.sum(d * d, axis=1)
         else:
@@ -60,11 +60,11 @@ def _similarity_kernel(f_ptr, q_ptr, scale_ptr, qscale_ptr, sim_ptr, part_ptr, C
         scale = tl.load(scale_ptr + offs_n, mask=mask_n, other=0.0)
         qscale = tl.load(qscale_ptr + offs_q, mask=mask_q, other=0.0)
         acc = (acc.to(tl.float32) * scale[None, :]) * qscale[:, None]
-    if METRIC == 1:
+    if ANGULAR:
         x = tl.minimum(tl.maximum(acc, 0.0), 1.0)
         s = 1.0 - _acos01(x) * 0.6366197723675814  # 2/pi
         s = tl.where(x > 0.0, tl.minimum(tl.maximum(s, 0.0), 1.0), 0.0)  # orthogonal/zero vectors: exactly 0
-    elif METRIC == 2:
+    elif EUCLIDEAN:
         s = tl.sqrt_rn(acc)
     else:
         s = acc
@@ -115,7 +115,8 @@ def similarity_triton(features: torch.Tensor, queries: torch.Tensor, metric: int
     grid = (n_blocks, triton.cdiv(Q, block_q))
     int8 = features.dtype == torch.int8
     _similarity_kernel[grid](features, queries, scales if int8 else sim, query_scales if int8 else sim,
-                             sim, partials, C, N, Q, n_blocks, METRIC=metric, INT8=int8,
+                             sim, partials, C, N, Q, n_blocks, ANGULAR=metric == METRIC_ANGULAR,
+                             EUCLIDEAN=metric == METRIC_EUCLIDEAN, INT8=int8,
                              BLOCK_Q=block_q, BLOCK_C=block_c, BLOCK_N=block_n, num_warps=warps,
                              enable_fp_fusion=False)
     torch.amin(partials[:, :, 0], dim=1, out=minmax[:, 0])

@@ -341,7 +341,7 @@ def test_batch_norm_backward_folds_only_into_single_consumer_convs():
     """conv -> BN pairs fold the BN's backward scale into the conv's weight; a conv whose output
     also feeds something else keeps the BN's own backward. Gradients equal plain autograd's."""
     from featvis_fast.backprop import RectifierRuleMode
-    from featvis_fast.backprop._lean import fold_batch_norms
+    from featvis_fast.engine.lean import fold_batch_norms
 
     class Net(torch.nn.Module):
         def __init__(self):

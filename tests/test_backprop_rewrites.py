@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from _backprop_models import FORMS, FormNet, ReluOnlyNet, reference_attribution, rewrites_off
 
 import featvis_fast as fv
-from featvis_fast.backprop import _rewrites
+from featvis_fast.engine import rewrites as _rewrites
 
 METHODS = {"gradient": fv.saliency, "deconvnet": fv.deconvnet, "guided": fv.guided_backprop}
 
@@ -404,7 +404,7 @@ def test_forward_only_passes_keep_pytorchs_values_bit_for_bit(form, rewrite_coun
     still change no value: every output equals plain PyTorch's in the same layout, bit for bit,
     on the first (watching) and later (rewriting) calls. (Folding batch norm into the
     convolution cost float32 digits and was dropped.)"""
-    from featvis_fast.backprop.inference import rewritten_forward
+    from featvis_fast.engine.inference import rewritten_forward
 
     model = FormNet([form, form], width=6, seed=4)
     x = torch.randn(5, 3, 12, 12, generator=torch.Generator().manual_seed(12)).contiguous(
@@ -423,7 +423,7 @@ def test_forward_only_passes_keep_pytorchs_values_bit_for_bit(form, rewrite_coun
                                        ((1, 2, 3, 4, 5), (1, 0, 0, 2, 3, 1)), ((2, 3, 4, 5), (1, 1))])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_one_pass_zero_pad_equals_torch(shape, pad, layout):
-    from featvis_fast.backprop._fast_pad import zero_pad
+    from featvis_fast.engine.fast_pad import zero_pad
 
     x = torch.randn(shape) + 1.0
     if layout == "channels_last" and x.dim() == 4:

@@ -15,7 +15,7 @@ from conftest import backend_params, kernel_backends
 
 from featvis_fast import _dissection_reference as ref
 from featvis_fast import ops
-from featvis_fast.ops import dissection
+from featvis_fast.ops import _registry, dissection
 
 POISON = 0x5555555555555555
 
@@ -27,7 +27,7 @@ def poison_outputs(monkeypatch):
         t = torch.empty(shape, dtype=dtype, device=device)
         return t.fill_(POISON if dtype == torch.int64 else 0x55)
 
-    monkeypatch.setattr(dissection, "_empty", poisoned)
+    monkeypatch.setattr(_registry, "empty", poisoned)
 
 
 def _thresholds(acts: torch.Tensor, height: int, width: int, gen: torch.Generator) -> torch.Tensor:

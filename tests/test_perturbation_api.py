@@ -173,7 +173,7 @@ def test_fills_blur_noise_and_mean(model, x):
     a = fv.occlusion(model, x, 1, window=4, stride=3, fill="noise", generator=gen(), progress=False)
     b = fv.occlusion(model, x, 1, window=4, stride=3, fill="noise", generator=gen(), progress=False)
     assert_close(b, a, 1e-5)  # the same noise (the first call differs only in the rounding of
-    # its un-rewritten forward; see featvis_fast.backprop._rewrites)
+    # its un-rewritten forward; see featvis_fast.engine.rewrites)
     other = fv.occlusion(model, x, 1, window=4, stride=3, fill="noise", generator=torch.Generator().manual_seed(6),
                          progress=False)
     assert (other - a).abs().max() > 1e-3

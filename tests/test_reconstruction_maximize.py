@@ -186,6 +186,15 @@ def test_cuda_graphs_need_a_cuda_device():
         maximize(SmoothNet(), "layer.0:1", steps=1, size=24, cuda_graph=True, progress=False)
 
 
+def test_the_graphed_branch_of_a_step_reaches_the_capture_on_any_machine():
+    """Forced on a CPU run, a step's CUDA-graph branch gets as far as the capture, which refuses
+    a CPU input: every name on that path resolves (the GPU tests run only where there is a GPU)."""
+    run = Maximization(SmoothNet(), "layer.0:1", size=24, batch=2, seed=0)
+    run.gradient.cuda_graph = True
+    with pytest.raises(ValueError, match="CUDA graphs need a CUDA device"):
+        run.run(1)
+
+
 @pytest.mark.needs_cuda
 @pytest.mark.parametrize("param", ["pixel", "fft"])
 def test_the_graphed_step_matches_the_eager_one_on_the_gpu(param):

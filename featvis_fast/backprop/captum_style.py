@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from . import methods
-from ._targets import Target
+from ..engine import Target
 
 
 class _Attribution:

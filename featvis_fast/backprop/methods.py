@@ -17,13 +17,10 @@ import torch.nn.functional as F
 
 from .. import _backend
 from .. import _rectifier_reference as ref
-from .._cpu_cache import cached_cpu_memory
 from .._validate import check_model_and_batch
-from ..models import VIEW_ERROR
-from . import _rewrites
-from ._lean import fold_batch_norms
-from ._mode import RectifierRuleMode
-from ._targets import LayerCapture, Target, as_unit, select_output, select_unit, seed_for
+from ..engine import (LayerCapture, RectifierRuleMode, Target, as_unit, cached_cpu_memory, fold_batch_norms,
+                      run_in_best_layout, seed_for, select_output, select_unit)
+from ..engine import rewrites as _rewrites
 
 
 def _forward_selected(model, x, target: Target) -> torch.Tensor:
@@ -37,23 +34,12 @@ def _forward_selected(model, x, target: Target) -> torch.Tensor:
 
 
 
-
 def _in_best_layout(run, x: torch.Tensor):
-    """run(x laid out for speed). 4-D inputs on the CPU go channels-last: oneDNN's convolutions
-    are faster in it (plain autograd forward + backward: 5-17% on a 2-core machine), and the
-    rectifier kernels work in memory order in either layout. A model that calls .view() on
-    activations cannot take that layout, and is run again in the contiguous one. CPU runs use
-    the caching allocator (featvis_fast._cpu_cache)."""
+    """run(x in the layout engine.layout picks; again contiguous if the model cannot take it),
+    with CPU tensors from the caching allocator (engine.cpu_cache)."""
     x = x.detach()
     with cached_cpu_memory(x.device):
-        if x.dim() != 4 or x.device.type != "cpu":
-            return run(x.contiguous())
-        try:
-            return run(x.contiguous(memory_format=torch.channels_last))
-        except RuntimeError as exc:
-            if VIEW_ERROR not in str(exc):
-                raise
-        return run(x.contiguous())
+        return run_in_best_layout(run, x)
 
 
 def _attribute(model, x, target, rule, *, seed, backend, nonlinear, method, lrp_eps=None) -> torch.Tensor:
@@ -113,7 +99,7 @@ def lrp(model: torch.nn.Module, x: torch.Tensor, target: Target = None, *, eps: 
         nonlinear: str = "warn", backend: str | None = None) -> torch.Tensor:
     """LRP-epsilon relevance at the input (Bach et al. 2015; FeatureVis' eps * sign(z)) -> like x.
 
-    The relevance that enters is the target's activation; see featvis_fast.backprop._lrp for the rules."""
+    The relevance that enters is the target's activation; see featvis_fast.engine.lrp_epsilon for the rules."""
     if not isinstance(eps, (int, float)) or not eps >= 0:
         raise ValueError(f"eps must be a number >= 0, got {eps!r}")
     grad = _attribute(model, x, target, ref.BACKPROP, seed="onehot", backend=backend, nonlinear=nonlinear,

@@ -21,9 +21,8 @@ from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 from tqdm.auto import tqdm
 
 from .. import _backend
-from .._cpu_cache import cached_cpu_memory
-from ..backprop.inference import rewritten_forward
-from ..models import extract, find_module
+from ..engine import cached_cpu_memory, rewritten_forward
+from ..engine import extract, find_module
 from ..ops.dissection import dissect_tally
 from .data import Concept
 from .quantile import StreamingTopQuantile, TopImages

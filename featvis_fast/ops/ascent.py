@@ -6,28 +6,17 @@ before it. Backends: C++ CPU, Triton, CUDA, PyTorch reference; float64 always ru
 """
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import torch
 
-from .. import _extensions
+from .. import _abi
 from .. import _step_reference as ref
+from . import _registry
+from ._registry import Kernels
 
-OPTIMIZER_CODES = {"sgd": 0, "adam": 1, "nesterov": 2}
-
-
-def _empty(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """Output allocation for every compiled/Triton backend (tests patch it to poison outputs)."""
-    return torch.empty(shape, dtype=dtype, device=device)
+OPTIMIZER_CODES = {"sgd": _abi.OPTIMIZER_SGD, "adam": _abi.OPTIMIZER_ADAM, "nesterov": _abi.OPTIMIZER_NESTEROV}
 
 
-def _triton_module():
-    from featvis_fast.kernels import ascent as module
-
-    return SimpleNamespace(ascent_step=module.ascent_step_triton)
-
-
-_MODULES = {"cpp": _extensions.load_cpu, "cuda": _extensions.load_cuda, "triton": _triton_module}
+KERNELS = Kernels("ascent", ascent_step="ascent_step_triton")
 
 
 def _check(x, grad_crop, offsets, m, v, next_offsets, optimizer, crop_h, crop_w):
@@ -63,20 +52,20 @@ def ascent_step(x: torch.Tensor, grad_crop: torch.Tensor, offsets: torch.Tensor,
     _check(x, grad_crop, offsets, m, v, next_offsets, optimizer, crop_h, crop_w)
     regs = ref.Regularizers(l1=l1, l2=l2, lp=lp, p=p, tv=tv, beta=beta, tv_eps=tv_eps)
     clip = (clip_lo, clip_hi) if clip_lo <= clip_hi else None
-    if backend == "torch" or x.dtype == torch.float64:
+    module = KERNELS.for_call(backend, x.dtype)
+    if module is None:
         new, m2, v2, nxt = ref.ascent_step(x, grad_crop, offsets, m, v, step=step, lr=lr, optimizer=optimizer,
                                            momentum=momentum, betas=(beta1, beta2), eps=eps, normalize=normalize,
                                            regularizers=regs, clip=clip, next_offsets=next_offsets,
                                            crop_size=(crop_h, crop_w))
         return new, m2, (v2 if v2 is not None else m2.new_empty(0)), nxt.contiguous()
-    module = _MODULES[backend]()
     g = grad_crop.float().contiguous()
     n = x.shape[0]
     scale = (1.0 / (g.abs().sum(dim=(1, 2, 3)) / (x[0].numel()) + 1e-8)) if normalize else torch.ones(n, device=x.device)
-    out = _empty(tuple(x.shape), x.dtype, x.device)
-    m_out = _empty(tuple(x.shape), torch.float32, x.device)
-    v_out = _empty(tuple(x.shape) if optimizer == "adam" else (0,), torch.float32, x.device)
-    nxt = _empty((n, x.shape[1], crop_h, crop_w), x.dtype, x.device)
+    out = _registry.empty(tuple(x.shape), x.dtype, x.device)
+    m_out = _registry.empty(tuple(x.shape), torch.float32, x.device)
+    v_out = _registry.empty(tuple(x.shape) if optimizer == "adam" else (0,), torch.float32, x.device)
+    nxt = _registry.empty((n, x.shape[1], crop_h, crop_w), x.dtype, x.device)
     v_in = v.contiguous() if v is not None else m.new_empty(0)
     module.ascent_step(x.contiguous(), g, offsets.contiguous(), scale.float().contiguous(), m.contiguous(), v_in,
                        next_offsets.contiguous(), int(step), float(lr), OPTIMIZER_CODES[optimizer], float(momentum),

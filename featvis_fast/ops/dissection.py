@@ -14,35 +14,23 @@ Triton, CUDA, the PyTorch reference (`torch`). Not differentiable (counts).
 """
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import torch
 
 from .. import _dissection_reference as ref
-from .. import _extensions
+from . import _registry
+from ._registry import BACKENDS, Kernels
 
 ACT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 MASK_DTYPES = (torch.bool, torch.uint8)
 
 
-def _empty(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """Output allocation for every compiled/Triton backend (tests patch it to poison outputs)."""
-    return torch.empty(shape, dtype=dtype, device=device)
-
-
-def _triton_module():
-    from featvis_fast.kernels import dissection as module
-
-    return SimpleNamespace(dissect_tally=module.dissect_tally_triton)
-
-
-_MODULES = {"cpp": _extensions.load_cpu, "cuda": _extensions.load_cuda, "triton": _triton_module}
+KERNELS = Kernels("dissection", dissect_tally="dissect_tally_triton")
 
 
 def _check(acts: torch.Tensor, thresholds: torch.Tensor, labels: torch.Tensor, annotated: torch.Tensor,
            backend: str) -> None:
-    if backend != "torch" and backend not in _MODULES:
-        raise ValueError(f"backend must be one of {('torch', *_MODULES)}, got {backend!r}")
+    if backend != "torch" and backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {('torch', *BACKENDS)}, got {backend!r}")
     if acts.dim() != 4 or acts.dtype not in ACT_DTYPES:
         raise ValueError(f"acts must be (B, U, h, w) float32, float16, bfloat16 or float64, "
                          f"got {acts.dtype} {tuple(acts.shape)}")
@@ -78,14 +66,14 @@ def dissect_tally(acts: torch.Tensor, thresholds: torch.Tensor, labels: torch.Te
     """acts (B, U, h, w), thresholds (U,), labels (B, K, H, W) bool, annotated (B, K) bool ->
     (intersection (U, K), unit_area (U, K), label_area (K,)) int64."""
     _check(acts, thresholds, labels, annotated, backend)
-    if backend == "torch" or acts.dtype == torch.float64:
+    module = KERNELS.for_call(backend, acts.dtype)
+    if module is None:
         return ref.dissect_tally(acts, thresholds, labels.bool(), annotated.bool())
-    module = _MODULES[backend]()
     u, k = acts.shape[1], labels.shape[1]
     dev = acts.device
-    intersection = _empty((u, k), torch.int64, dev)
-    unit_area = _empty((u, k), torch.int64, dev)
-    label_area = _empty((k,), torch.int64, dev)
+    intersection = _registry.empty((u, k), torch.int64, dev)
+    unit_area = _registry.empty((u, k), torch.int64, dev)
+    label_area = _registry.empty((k,), torch.int64, dev)
     module.dissect_tally(acts.float().contiguous(), thresholds.double().contiguous(), _as_bytes(labels),
                          _as_bytes(annotated), intersection, unit_area, label_area)
     return intersection, unit_area, label_area

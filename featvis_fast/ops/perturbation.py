@@ -9,37 +9,19 @@ differentiable (nothing here needs a gradient).
 """
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import torch
 
-from .. import _extensions
 from .. import _perturbation_reference as ref
 from ._layout import channels_last
 from ._layout import logical as _logical
 from ._layout import memory_format as _layout
 from ._layout import memory_order as _memory_order
+from . import _registry
+from ._registry import Kernels
 
 
-def _empty(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """Output allocation for every compiled/Triton backend (tests patch it to poison outputs)."""
-    return torch.empty(shape, dtype=dtype, device=device)
-
-
-def _triton_module():
-    from featvis_fast.kernels import perturbation as module
-
-    return SimpleNamespace(occlude=module.occlude_triton, box_accumulate=module.box_accumulate_triton,
-                           rise_masks=module.rise_masks_triton, apply_masks=module.apply_masks_triton)
-
-
-_MODULES = {"cpp": _extensions.load_cpu, "cuda": _extensions.load_cuda, "triton": _triton_module}
-
-
-def _module_for(backend: str, dtype: torch.dtype):
-    if backend == "torch" or dtype == torch.float64:
-        return None
-    return _MODULES[backend]()
+KERNELS = Kernels("perturbation", occlude="occlude_triton", box_accumulate="box_accumulate_triton",
+                  rise_masks="rise_masks_triton", apply_masks="apply_masks_triton")
 
 
 def _check_images(x: torch.Tensor, fill: torch.Tensor) -> None:
@@ -75,11 +57,11 @@ def _copies(kind: str, x: torch.Tensor, fill: torch.Tensor, per_copy: tuple, src
     """The shared tail of occlude / apply_masks: a batch of (N, C, H, W) copies in x's layout,
     from the reference or from the kernel `kind`, which writes into a memory-order buffer."""
     cl = channels_last(x)
-    module = _module_for(backend, x.dtype)
+    module = KERNELS.for_call(backend, x.dtype)
     if module is None:
         return reference().contiguous(memory_format=_layout(cl))
     xv, fv = _memory_order(x, cl), _memory_order(fill, cl)
-    out = _empty((src.numel(),) + tuple(xv.shape[1:]), x.dtype, x.device)
+    out = _registry.empty((src.numel(),) + tuple(xv.shape[1:]), x.dtype, x.device)
     if kind == "occlude":
         module.occlude(xv, fv, src.contiguous(), per_copy[0].contiguous(), cl, out)
     else:
@@ -117,11 +99,11 @@ def box_accumulate(values: torch.Tensor, src: torch.Tensor, boxes: torch.Tensor,
     if src.numel() != values.numel():
         raise ValueError(f"src has {src.numel()} entries for {values.numel()} values")
     _check_boxes(boxes, values.numel(), planes, height, width)
-    module = _module_for(backend, values.dtype)
+    module = KERNELS.for_call(backend, values.dtype)
     if module is None:
         return ref.box_accumulate(values, src, boxes, batch, planes, height, width)
-    sums = _empty((batch, planes, height, width), torch.float32, values.device)
-    counts = _empty((batch, planes, height, width), torch.float32, values.device)
+    sums = _registry.empty((batch, planes, height, width), torch.float32, values.device)
+    counts = _registry.empty((batch, planes, height, width), torch.float32, values.device)
     module.box_accumulate(values.contiguous(), src.contiguous(), boxes.contiguous(), sums, counts)
     return sums, counts
 
@@ -144,10 +126,10 @@ def rise_masks(grid: torch.Tensor, shifts: torch.Tensor, height: int, width: int
     if grid.shape[0] and (int(shifts.min()) < 0 or int(shifts[:, 0].max()) > up_h - height
                           or int(shifts[:, 1].max()) > up_w - width):
         raise ValueError(f"shifts must lie in [0, {up_h - height}] x [0, {up_w - width}]")
-    module = _module_for(backend, grid.dtype)
+    module = KERNELS.for_call(backend, grid.dtype)
     if module is None:
         return ref.rise_masks(grid, shifts, height, width)
-    masks = _empty((grid.shape[0], height, width), torch.float32, grid.device)
+    masks = _registry.empty((grid.shape[0], height, width), torch.float32, grid.device)
     module.rise_masks(grid.contiguous(), shifts.contiguous(), up_h, up_w, masks)
     return masks
 

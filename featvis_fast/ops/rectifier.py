@@ -9,36 +9,17 @@ Each op takes the backend name last; float64 always runs the reference.
 """
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import torch
 
-from .. import _extensions
 from .. import _rectifier_reference as ref
 from ._layout import channels_last
 from ._layout import logical as _logical
 from ._layout import memory_order as _memory_order
+from . import _registry
+from ._registry import Kernels
 
 
-def _empty(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """Output allocation for every compiled/Triton backend (tests patch it to poison outputs)."""
-    return torch.empty(shape, dtype=dtype, device=device)
-
-
-def _triton_module():
-    from featvis_fast.kernels import rectifier as module
-
-    return SimpleNamespace(rectify=module.rectify_triton, rectify_backward=module.rectify_backward_triton)
-
-
-_MODULES = {"cpp": _extensions.load_cpu, "cuda": _extensions.load_cuda, "triton": _triton_module}
-
-
-def _module_for(backend: str, dtype: torch.dtype):
-    """The kernel module of `backend`, or None for the reference (backend torch, or float64)."""
-    if backend == "torch" or dtype == torch.float64:
-        return None
-    return _MODULES[backend]()
+KERNELS = Kernels("rectifier", rectify="rectify_triton", rectify_backward="rectify_backward_triton")
 
 
 def _check_rule(rule: int) -> None:
@@ -48,7 +29,7 @@ def _check_rule(rule: int) -> None:
 
 def _mask_buffer(x: torch.Tensor, rule: int) -> torch.Tensor:
     words = ref.words_for(x.numel()) if rule != ref.DECONVNET else 0
-    return _empty((words,), torch.int32, x.device)
+    return _registry.empty((words,), torch.int32, x.device)
 
 
 @torch.library.custom_op("featvis::rectify", mutates_args=())
@@ -61,11 +42,11 @@ def rectify(x: torch.Tensor, lo: float, hi: float, slope: float, rule: int,
     _check_rule(rule)
     cl = channels_last(x)
     v = _memory_order(x, cl)
-    module = _module_for(backend, x.dtype)
+    module = KERNELS.for_call(backend, x.dtype)
     if module is None:
         y, packed = ref.rectify(v, lo, hi, slope, save_mask=rule != ref.DECONVNET)
         return _logical(y, cl), packed
-    y = _empty(tuple(v.shape), v.dtype, v.device)
+    y = _registry.empty(tuple(v.shape), v.dtype, v.device)
     packed = _mask_buffer(v, rule)
     module.rectify(v, lo, hi, slope, y, packed)
     return _logical(y, cl), packed
@@ -86,7 +67,7 @@ def rectify_(x: torch.Tensor, lo: float, hi: float, slope: float, rule: int, bac
     if not (cl or x.is_contiguous()):
         raise ValueError("featvis::rectify_ needs a contiguous or channels-last tensor")
     v = _memory_order(x, cl)  # a view of x's memory
-    module = _module_for(backend, x.dtype)
+    module = KERNELS.for_call(backend, x.dtype)
     if module is None:
         y, packed = ref.rectify(v, lo, hi, slope, save_mask=rule != ref.DECONVNET)
         v.copy_(y)
@@ -111,12 +92,12 @@ def rectify_backward(grad: torch.Tensor, packed: torch.Tensor, rule: int, slope:
     channels-last too."""
     _check_rule(rule)
     v = _memory_order(grad, channels_last)
-    module = _module_for(backend, grad.dtype)
+    module = KERNELS.for_call(backend, grad.dtype)
     if module is None:
         dx = ref.rectify_backward(v, packed, rule, slope,
                                   compute_dtype=torch.float64 if grad.dtype == torch.float64 else torch.float32)
         return _logical(dx, channels_last)
-    dx = _empty(tuple(v.shape), v.dtype, v.device)
+    dx = _registry.empty(tuple(v.shape), v.dtype, v.device)
     module.rectify_backward(v, packed.contiguous(), rule, slope, dx)
     return _logical(dx, channels_last)
 

@@ -6,54 +6,38 @@ implementations make both ops traceable by torch.compile; neither is differentia
 """
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Optional
 
 import torch
 
-from .. import _extensions, _reference
+from .. import _reference
+from . import _registry
+from ._registry import BACKENDS, Kernels
 
 
-def _empty(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """Output allocation for every compiled/Triton backend (tests patch it to poison outputs)."""
-    return torch.empty(shape, dtype=dtype, device=device)
+KERNELS = Kernels("similarity", pixel_similarity="similarity_triton", colorize="colorize_triton")
 
 
-def _cpu_module():
-    return _extensions.load_cpu()
-
-
-def _cuda_module():
-    return _extensions.load_cuda()
-
-
-def _triton_module():
-    from featvis_fast.kernels import similarity as module
-
-    return SimpleNamespace(pixel_similarity=module.similarity_triton, colorize=module.colorize_triton)
-
-
-def _similarity_launcher(load_module):
+def _similarity_launcher(backend: str):
     def run(features, queries, metric, scales, query_scales):
         dev = features.device
-        sim = _empty((queries.shape[0], features.shape[1]), torch.float32, dev)
-        minmax = _empty((queries.shape[0], 2), torch.float32, dev)
-        load_module().pixel_similarity(features, queries, metric, scales, query_scales, sim, minmax)
+        sim = _registry.empty((queries.shape[0], features.shape[1]), torch.float32, dev)
+        minmax = _registry.empty((queries.shape[0], 2), torch.float32, dev)
+        KERNELS.module(backend).pixel_similarity(features, queries, metric, scales, query_scales, sim, minmax)
         return sim, minmax
     return run
 
 
-def _colorize_launcher(load_module):
+def _colorize_launcher(backend: str):
     def run(sim, lo, hi, lut):
-        out = _empty((*sim.shape, 4), torch.uint8, sim.device)
-        load_module().colorize(sim, lo, hi, lut, out)
+        out = _registry.empty((*sim.shape, 4), torch.uint8, sim.device)
+        KERNELS.module(backend).colorize(sim, lo, hi, lut, out)
         return out
     return run
 
 
-_MODULES = {"cpp": _cpu_module, "cuda": _cuda_module, "triton": _triton_module}
-_SIMILARITY = {"torch": _reference.pixel_similarity, **{k: _similarity_launcher(m) for k, m in _MODULES.items()}}
-_COLORIZE = {"torch": _reference.colorize, **{k: _colorize_launcher(m) for k, m in _MODULES.items()}}
+_SIMILARITY = {"torch": _reference.pixel_similarity, **{b: _similarity_launcher(b) for b in BACKENDS}}
+_COLORIZE = {"torch": _reference.colorize, **{b: _colorize_launcher(b) for b in BACKENDS}}
 
 
 @torch.library.custom_op("featvis::pixel_similarity", mutates_args=())

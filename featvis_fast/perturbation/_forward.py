@@ -1,6 +1,6 @@
 """Running the model on batches of perturbed inputs, and reading what a method measures.
 
-Every pass runs without gradients under the forward rewrites (featvis_fast.backprop.inference).
+Every pass runs without gradients under the forward rewrites (featvis_fast.engine.inference).
 A `Probe` runs the model on a batch and returns either its output or one layer's activation
 (the forward then stops at that layer). For feature-map occlusion the perturbed batch enters
 at a layer: the model runs on one image up to that layer (its result is discarded) and the
@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ..backprop.inference import rewritten_forward
-from ..models import VIEW_ERROR, _StopForward, find_module
+from ..engine import StopForward, find_module, rewritten_forward
 
 
 
@@ -38,7 +37,7 @@ class _Capture:
         if not isinstance(output, torch.Tensor):
             raise TypeError(f"the measured layer returns {type(output).__name__}, not a tensor")
         self.output = output
-        raise _StopForward
+        raise StopForward
 
 
 class Probe:
@@ -66,7 +65,7 @@ class Probe:
                 handles.append(self.measure.register_forward_hook(capture))
             try:
                 out = self.model(self.stem if self.inject is not None else batch)
-            except _StopForward:
+            except StopForward:
                 return capture.output
             if self.measure is not None:
                 raise ValueError("the measured layer did not run in the forward pass")
@@ -74,19 +73,3 @@ class Probe:
         finally:
             for h in handles:
                 h.remove()
-
-
-def best_layout(x: torch.Tensor, probe_fn) -> torch.Tensor:
-    """x laid out for the passes: channels-last for 4-D CPU inputs (oneDNN's convolutions are
-    faster there) unless the model .view()s activations, which that layout cannot take
-    (probe_fn(x) is tried once to find out)."""
-    if x.dim() != 4 or x.device.type != "cpu":
-        return x.contiguous()
-    cl = x.contiguous(memory_format=torch.channels_last)
-    try:
-        probe_fn(cl)
-    except RuntimeError as exc:
-        if VIEW_ERROR not in str(exc):
-            raise
-        return x.contiguous()
-    return cl

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ..backprop._targets import select_output
+from ..engine import select_output
 
 
 def score_dtype(t: torch.Tensor) -> torch.dtype:

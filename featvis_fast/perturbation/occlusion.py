@@ -20,14 +20,15 @@ from __future__ import annotations
 import torch
 
 from .. import _backend
-from .._cpu_cache import cached_cpu_memory
+from ..engine import cached_cpu_memory
 from .._validate import check_model_and_batch
-from ..backprop.inference import rewritten_forward
-from ..models import find_module
+from ..engine import rewritten_forward
+from ..engine import find_module
 from ..ops import perturbation as ops
 from . import _chunks, _targets, _windows
 from ._fills import make_fill
-from ._forward import Probe, best_layout
+from ..engine import best_layout
+from ._forward import Probe
 
 
 def _parse_measure(measure):

@@ -15,12 +15,13 @@ from numbers import Real
 import torch
 
 from .. import _backend
-from .._cpu_cache import cached_cpu_memory
+from ..engine import cached_cpu_memory
 from .._validate import check_model_and_batch
 from ..ops import perturbation as ops
 from . import _chunks, _targets
 from ._fills import make_fill
-from ._forward import Probe, best_layout
+from ..engine import best_layout
+from ._forward import Probe
 
 
 def random_masks(n_masks: int, grid: tuple[int, int], p: float, height: int, width: int,

@@ -1,8 +1,8 @@
 """The objective's gradient with respect to a batch of model inputs, the fast way: the forward
-stops after the objective's last layer (models.extract), rectifiers save bit-packed masks,
+stops after the objective's last layer (engine.capture.extract), rectifiers save bit-packed masks,
 parameters are detached and convolutions keep only what the input gradient needs (the backprop
 family's lean RectifierRuleMode), batch norms fold into their convolutions where the plan learnt
-for the model allows (backprop._rewrites), 4-D CPU inputs run channels-last, and CPU tensors come
+for the model allows (engine.rewrites), 4-D CPU inputs run channels-last, and CPU tensors come
 from the caching allocator.
 
 objective_gradient(model, crop, prepare, goal, generator) -> (scores (N,), d(sum scores)/d crop)
@@ -18,10 +18,11 @@ import torch
 
 from .. import _backend
 from .. import _rectifier_reference as ref
-from ..backprop import _rewrites
-from ..backprop._lean import fold_batch_norms
-from ..backprop._mode import RectifierRuleMode
-from ..models import VIEW_ERROR, extract, find_module
+from ..engine import layout, rewrites as _rewrites
+from ..engine.capture import extract, find_module
+from ..engine.lean import fold_batch_norms
+from ..engine.rule_mode import RectifierRuleMode
+from ._graphed import GraphedGradient, try_graph
 from .objectives import Objective, input_key
 
 
@@ -59,14 +60,6 @@ def _capture_layers(model, x, goal, stop):
     return acts, out
 
 
-def _channels_last(x: torch.Tensor) -> torch.Tensor:
-    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
-
-
-def _as_is(x: torch.Tensor) -> torch.Tensor:
-    return x
-
-
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -94,7 +87,7 @@ class GradientFunction:
     def _layout(self, device: torch.device):
         if self.layout is None:
             wanted = device.type == "cpu" if self.channels_last is None else self.channels_last
-            self.layout = _channels_last if wanted else _as_is
+            self.layout = layout.channels_last if wanted else layout.as_is
         return self.layout
 
     def _autocast(self, device: torch.device):
@@ -153,8 +146,8 @@ class GradientFunction:
         try:
             return _rewrites.run(self.model, attempt)
         except RuntimeError as exc:
-            if self.layout is _channels_last and VIEW_ERROR in str(exc):
-                self.layout = _as_is
+            if self.layout is layout.channels_last and layout.is_layout_error(exc):
+                self.layout = layout.as_is
                 self.generator.set_state(drawn)
                 return self(crop)
             raise
@@ -190,9 +183,9 @@ class GradientFunction:
             try:
                 _rewrites.run(self.model, full)
             except RuntimeError as exc:
-                if VIEW_ERROR not in str(exc):
+                if not layout.is_layout_error(exc):
                     raise
-                self.layout = _as_is
+                self.layout = layout.as_is
                 _rewrites.run(self.model, full)
             for _ in range(2):
                 self.generator.set_state(state)

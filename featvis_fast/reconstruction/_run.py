@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import torch
 
-from .._cpu_cache import cached_cpu_memory
+from ..engine import cached_cpu_memory
 from ._ascent import Ascent, StepSettings
 from ._gradient import GradientFunction
 from .objectives import Objective

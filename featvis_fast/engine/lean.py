@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..ops import _layout
-from ._lrp import epsilon_factor
+from .lrp_epsilon import epsilon_factor
 
 _CONV_DIMS = {F.conv1d: 1, F.conv2d: 2, F.conv3d: 3}
 

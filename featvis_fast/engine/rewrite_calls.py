@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils._pytree import tree_leaves
 
-from . import _rectifiers
+from . import rectifiers as _rectifiers
 
 CONVOLUTIONS = frozenset({F.conv1d, F.conv2d, F.conv3d})
 CONV_DIMS = {F.conv1d: 1, F.conv2d: 2, F.conv3d: 3}

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 import torch
 
-from ..models import _StopForward, find_module
 
 SEEDS = ("onehot", "activation")
 
@@ -48,49 +47,6 @@ def as_unit(target: Target) -> Unit | None:
             raise ValueError(f"a unit target is (layer, channel) or (layer, channel, position), got {target!r}")
         return Unit(target[0], *target[1:])
     return None
-
-
-class LayerCapture:
-    """Forward hook on one module: records its output at call `call`; optionally replaces it by a
-    fresh leaf that requires grad (Grad-CAM: the backward stops there) and/or stops the forward."""
-
-    def __init__(self, model: torch.nn.Module, layer: str | torch.nn.Module, call: int = 0, *, as_leaf: bool = False,
-                 stop: bool = False) -> None:
-        if not isinstance(call, int) or call < 0:
-            raise ValueError(f"call must be an int >= 0, got {call!r}")
-        self.module, self.layer, self.call = find_module(model, layer), layer, call
-        self.as_leaf, self.stop = as_leaf, stop
-        self.calls, self.output = 0, None
-        self._handle = None
-
-    def __enter__(self) -> "LayerCapture":
-        self._handle = self.module.register_forward_hook(self._hook)
-        return self
-
-    def __exit__(self, *exc) -> bool:
-        self._handle.remove()
-        return exc[0] is _StopForward
-
-    def _hook(self, module, inputs, output):
-        k = self.calls
-        self.calls += 1
-        if k != self.call:
-            return None
-        if not isinstance(output, torch.Tensor):
-            raise TypeError(f"layer {self.layer!r} returns {type(output).__name__}, not a tensor")
-        if self.as_leaf:
-            output = output.detach().requires_grad_(True)
-        self.output = output
-        if self.stop:
-            raise _StopForward
-        # the model continues on a copy: a following in-place op must not change the leaf
-        return output.clone() if self.as_leaf else None
-
-    def result(self) -> torch.Tensor:
-        if self.output is None:
-            raise ValueError(f"layer {self.layer!r} ran {self.calls} time(s) in the forward pass; "
-                             f"call={self.call} was not reached")
-        return self.output
 
 
 def select_unit(activation: torch.Tensor, unit: Unit) -> torch.Tensor:

@@ -13,8 +13,8 @@ from typing import TypeVar
 import torch
 
 from .. import _rectifier_reference as ref
-from . import _rewrites
-from ._mode import RectifierRuleMode
+from . import rewrites as _rewrites
+from .rule_mode import RectifierRuleMode
 
 T = TypeVar("T")
 

@@ -17,8 +17,11 @@ from torch.overrides import TorchFunctionMode
 from .. import _rectifier_reference as ref
 from ..ops import _layout
 from ..ops import rectifier as rectifier_ops
-from . import _fast_pad, _lean, _rectifiers, _rewrites
-from ._lrp import LINEAR_FUNCS, epsilon_ratio
+from . import fast_pad as _fast_pad
+from . import lean as _lean
+from . import rectifiers as _rectifiers
+from . import rewrites as _rewrites
+from .lrp_epsilon import LINEAR_FUNCS, epsilon_ratio
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 

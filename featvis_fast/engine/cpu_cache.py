@@ -18,7 +18,7 @@ import os
 
 import torch
 
-from ._extensions import ExtensionUnavailable, load_cpu
+from .._extensions import ExtensionUnavailable, load_cpu
 
 
 def _extension():

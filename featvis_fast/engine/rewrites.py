@@ -47,8 +47,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from . import _rewrite_calls as calls
-from ._rewrite_calls import CONVOLUTIONS, PAD_INTO_CONV, BatchNorm, Rectifier
+from . import rewrite_calls as calls
+from .rewrite_calls import CONVOLUTIONS, PAD_INTO_CONV, BatchNorm, Rectifier
 
 _HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
 _PLANS: "weakref.WeakKeyDictionary[torch.nn.Module, Plan]" = weakref.WeakKeyDictionary()

@@ -36,7 +36,7 @@ class _EpsilonRatio(torch.autograd.Function):
 
 def epsilon_ratio(z: torch.Tensor, eps: float) -> torch.Tensor:
     """Identity forward (a copy); backward multiplies the incoming signal by z / (z + eps * sign(z)).
-    Used for linear layers the lean functions do not cover (featvis_fast.backprop._lean applies
+    Used for linear layers the lean functions do not cover (featvis_fast.engine.lean applies
     the ratio itself, without the copy)."""
     if not (torch.is_grad_enabled() and z.requires_grad):
         return z
