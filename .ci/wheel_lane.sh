@@ -17,7 +17,7 @@ python - <<'PY'
 import featvis_fast, os, sys
 here = os.path.dirname(featvis_fast.__file__)
 assert "site-packages" in here, f"featvis_fast imported from {here}, not the installed wheel"
-import featvis_fast.kernels, featvis_fast.csrc, featvis_fast.dissection  # noqa: F401
+import featvis_fast.kernels, featvis_fast.csrc, featvis_fast.dissection, featvis_fast.engine  # noqa: F401
 print("wheel lane: featvis_fast imports from", here)
 PY
 TORCH_EXTENSIONS_DIR="$work/ext" featvis demo --out "$work/demo"

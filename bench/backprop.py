@@ -1,7 +1,8 @@
 """Guided backprop and Grad-CAM: featvis_fast against Captum, side by side in one run.
 
 Per (model, method, batch, implementation), each in a fresh process: throughput (images/s, median
-of timed calls after two warm-up calls) and peak memory of one call: on CUDA torch.cuda.max_memory_allocated above the resident model and
+of timed calls after two warm-up calls) and peak memory of one call: on CUDA torch.cuda.max_memory_allocated above the
+resident model and
 input; on the CPU the process' peak RSS growth over the RSS after a batch-1 warm-up call, each
 configuration in a fresh subprocess.
 On CUDA also the largest batch that fits (doubling until out of memory). Models: the bundled
@@ -192,8 +193,10 @@ def main() -> None:
                 for impl in ("captum", "featvis"):
                     rows.append({"model": name, "method": method, "impl": impl,
                                  "largest_batch": largest_batch(name, method, impl, batches[-1])})
-    lines = [f"# bench/backprop.py on {env['device']} ({env['date']}, torch {env['torch']}, malloc: {env['malloc']})", "",
-             "| model | method | batch | Captum img/s | ours img/s | speed-up | Captum peak MiB | ours peak MiB | memory ratio |",
+    lines = [f"# bench/backprop.py on {env['device']} ({env['date']}, torch {env['torch']}, "
+             f"malloc: {env['malloc']})", "",
+             "| model | method | batch | Captum img/s | ours img/s | speed-up | Captum peak MiB | ours peak MiB "
+             "| memory ratio |",
              "|---|---|---|---|---|---|---|---|---|"]
     by_key = {(r["model"], r["method"], r["batch"], r["impl"]): r for r in rows if "batch" in r}
     for (name, method, batch, impl), r in by_key.items():

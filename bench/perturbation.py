@@ -202,7 +202,8 @@ def main() -> None:
           "| model | window / stride | windows | ours s | Captum best s | bare forward s | vs Captum | vs bare |",
           "|---|---|---|---|---|---|---|---|", *lines, "",
           "| model | RISE masks | batch | ours masks/s | plain loop masks/s | speed-up |", "|---|---|---|---|---|---|",
-          f"| {name} | {masks} | {rise_batch} | {rise_rows[0]['masks_per_s']:.1f} | {rise_rows[1]['masks_per_s']:.1f} | "
+          f"| {name} | {masks} | {rise_batch} | {rise_rows[0]['masks_per_s']:.1f} | "
+          f"{rise_rows[1]['masks_per_s']:.1f} | "
           f"{rise_rows[0]['masks_per_s'] / rise_rows[1]['masks_per_s']:.2f}x |"]
     markdown = "\n".join(md) + "\n"
     print(markdown)

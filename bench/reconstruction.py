@@ -248,7 +248,8 @@ def main() -> None:
              f"timed; eager: (time of 1 + {a.steps} steps - time of 1 step) / {a.steps} after a warm-up call "
              f"(class-agnostic: 10 steps, one filter cycle). Medians of {a.repeats}. Copy bandwidth of this run: "
              f"{ceiling / 1e9:.1f} GB/s.", "",
-             "| configuration | batch | ours (img*steps/s) | eager (img*steps/s) | speedup | fused step | share of a step | fused GB/s |",
+             "| configuration | batch | ours (img*steps/s) | eager (img*steps/s) | speedup | fused step "
+             "| share of a step | fused GB/s |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['config']} | {r['batch']} | {r['ours_images_steps_per_s']:.2f} | "

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 
@@ -164,7 +163,8 @@ def run_case(shape, device, backend, client, moves, naive=False, dtype=torch.flo
     try:
         session.similarity("synthetic", FEATURES_LAYER, "cosine")  # build the cache before timing
         if client.startswith("browser"):
-            result = browser_client(server, session, moves, pointer="page" if client == "browser-page" else "playwright")
+            result = browser_client(server, session, moves,
+                                    pointer="page" if client == "browser-page" else "playwright")
         else:
             result = socket_client(server, session, moves)
     finally:
@@ -183,7 +183,8 @@ def main() -> None:
     p.add_argument("--no-baselines", action="store_true", help="skip the torch and naive socket rows")
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args()
-    shape = tuple(int(v) for v in (args.shape or ("2048,512,512" if args.device == "cuda" else "1024,128,128")).split(","))
+    shape = tuple(int(v) for v in
+                  (args.shape or ("2048,512,512" if args.device == "cuda" else "1024,128,128")).split(","))
     clients = args.clients or (["browser", "browser-page", "socket"] if os.path.exists(CHROMIUM) else ["socket"])
     ours = _backend.resolve_backend(None, torch.device(args.device))
     if args.threads:
@@ -204,7 +205,8 @@ def main() -> None:
               f"p95 {res['server_ms']['p95']:7.2f} ms", flush=True)
         if client.startswith("browser"):
             print("         split p50/p95: " + ", ".join(f"{k} {res[k]['p50']:.2f}/{res[k]['p95']:.2f}"
-                                                        for k in ("queued_ms", "rtt_ms", "server_queued_ms", "paint_ms")), flush=True)
+                                                        for k in ("queued_ms", "rtt_ms", "server_queued_ms",
+                                                                  "paint_ms")), flush=True)
     base = {r["backend"]: r["latency_ms"]["p95"] for r in rows if r["client"] == "socket"}
     lines = [f"# Viewer latency, {env['device']}, {env['date']}", "",
              f"Feature map {shape}, torch {env['torch']}. Latency: pointermove (browser) or send (socket) to the "

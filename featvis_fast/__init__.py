@@ -4,10 +4,9 @@ Importing never fails because a compiled extension is missing: backends load on 
 fall back (with one warning) when an automatically chosen one is unavailable.
 """
 from ._backend import BackendUnavailableError, backends
-from .engine import empty_cpu_cache
-from .backprop import (Unit, deconvnet, gradcam, guided_backprop, guided_gradcam, lrp,
-                       saliency)
+from .backprop import Unit, deconvnet, gradcam, guided_backprop, guided_gradcam, lrp, saliency
 from .dissection import dissect
+from .engine import empty_cpu_cache
 from .images import load_image, sample_image, sample_images
 from .models import Preprocess, extract, layer_names, load_model
 from .perturbation import occlusion, rise
@@ -18,8 +17,10 @@ from .similarity import METRICS, FeatureSimilarity
 __version__ = "0.1.0"
 
 __all__ = [
-    "BackendUnavailableError", "FeatureSimilarity", "METRICS", "Preprocess", "Unit", "attribution_heatmap", "clipped_heatmap",
+    "BackendUnavailableError", "FeatureSimilarity", "METRICS", "Preprocess", "Unit", "attribution_heatmap",
+    "clipped_heatmap",
     "backends", "colorize", "empty_cpu_cache",
     "colormap", "deconvnet", "extract", "gradcam", "grid", "guided_backprop", "guided_gradcam", "layer_names", "lrp",
-    "class_agnostic", "dissect", "invert", "load_image", "load_model", "maximize", "occlusion", "overlay", "rise", "saliency", "sample_image", "sample_images", "signed_map",
+    "class_agnostic", "dissect", "invert", "load_image", "load_model", "maximize", "occlusion", "overlay", "rise",
+    "saliency", "sample_image", "sample_images", "signed_map",
 ]

@@ -119,5 +119,6 @@ def resolve_backend(backend: str | None, device: torch.device) -> str:
         if reason is None:
             return name
         if name != "torch":
-            _warn_once(f"{name}/{device.type}", f"featvis_fast: backend {name!r} unavailable on {device.type} ({reason}); falling back")
+            _warn_once(f"{name}/{device.type}",
+                       f"featvis_fast: backend {name!r} unavailable on {device.type} ({reason}); falling back")
     return "torch"

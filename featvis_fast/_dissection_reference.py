@@ -54,7 +54,8 @@ def dissect_tally(acts: torch.Tensor, thresholds: torch.Tensor, labels: torch.Te
 def iou(intersection: torch.Tensor, unit_area: torch.Tensor, label_area: torch.Tensor) -> torch.Tensor:
     """(U, K) float64 IoU; 0 where the union is empty."""
     union = unit_area + label_area.view(1, -1) - intersection
-    return torch.where(union > 0, intersection.double() / union.clamp_min(1).double(), torch.zeros((), dtype=torch.float64))
+    return torch.where(union > 0, intersection.double() / union.clamp_min(1).double(),
+                       torch.zeros((), dtype=torch.float64))
 
 
 def top_quantile(values: torch.Tensor, q: float) -> torch.Tensor:

@@ -17,7 +17,6 @@ from types import ModuleType
 
 import torch
 
-
 STALE_LOCK_SECONDS = 20 * 60  # a build takes 1-3 minutes; an older lock was left by a killed build
 
 CPU_SOURCES = ["similarity_cpu.cpp", "similarity_cpu_float.cpp", "similarity_cpu_int8.cpp", "colorize_cpu.cpp",

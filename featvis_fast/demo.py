@@ -31,7 +31,8 @@ def similarity_grid(model, preprocess, device: str = "cpu", backend: str | None 
         labels.append(f"{name} (class {top1})")
         for layer in DEMO_LAYERS:
             for y, x in _reference_pixels(image.width, image.height):
-                tiles.append(similarity_overlay(model, preprocess, image, layer, (y, x), backend=backend, device=device))
+                tiles.append(similarity_overlay(model, preprocess, image, layer, (y, x), backend=backend,
+                                                device=device))
                 labels.append(f"{layer} @ y={y},x={x}")
     columns = 1 + len(DEMO_LAYERS) * 2
     return grid(tiles, columns, labels, cell=224)

@@ -40,7 +40,8 @@ class Preprocess:
         return ((x - mean) / std).unsqueeze(0).contiguous()
 
 
-def load_model(name: str = "efficientnet-lite0", device: torch.device | str = "cpu") -> tuple[torch.nn.Module, Preprocess]:
+def load_model(name: str = "efficientnet-lite0",
+               device: torch.device | str = "cpu") -> tuple[torch.nn.Module, Preprocess]:
     """The embedded default model in eval mode, offline, and its preprocessing.
 
     efficientnet-lite0: ImageNet-trained EfficientNet-Lite0 (4.65 M parameters, ReLU6), weights

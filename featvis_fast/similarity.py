@@ -41,7 +41,8 @@ def quantize_int8(flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return codes.to(torch.int8).contiguous(), scales.float().contiguous()
 
 
-def prepare_features(features: torch.Tensor, metric: str, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
+def prepare_features(features: torch.Tensor, metric: str,
+                     dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(C, h, w) float features -> (C, h*w) contiguous cache in `dtype` (unit-normalized per pixel
     for cosine/angular; all-zero vectors stay zero), plus per-pixel scales (N,) for int8 storage."""
     normalize, _ = _METRIC_PLAN[metric]
@@ -75,7 +76,8 @@ class FeatureSimilarity:
         check_feature_map(features)
         check_choice("metric", metric, METRICS)
         if dtype not in STORAGE_DTYPES:
-            raise TypeError(f"dtype must be one of torch.float32, torch.float16, torch.bfloat16, torch.int8, got {dtype}")
+            raise TypeError("dtype must be one of torch.float32, torch.float16, torch.bfloat16, torch.int8, "
+                            f"got {dtype}")
         self.metric = metric
         self.dtype = dtype
         self.channels, self.height, self.width = (int(s) for s in features.shape)

@@ -1,7 +1,8 @@
 """Triton kernels for the rectifier rules (semantics: featvis_fast._rectifier_reference).
 
 `_rectify_kernel` writes y = rectifier(x) and packs the pass-through mask into int32 words (32
-elements per word, LSB first) by summing the disjoint bits of each row of a (BLOCK/32, 32) view (int32 sums wrap, so bit 31 works);
+elements per word, LSB first) by summing the disjoint bits of each row of a (BLOCK/32, 32) view (int32 sums wrap, so
+bit 31 works);
 `_rectify_backward_kernel` reads the incoming gradient and one word per 32 elements and applies
 the rule in the same pass. Arithmetic is fp32, rounded once on store, without FMA contraction.
 """

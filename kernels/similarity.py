@@ -7,7 +7,6 @@ Semantics are those of featvis_fast._reference (INNER / ANGULAR / EUCLIDEAN, col
 """
 from __future__ import annotations
 
-
 import torch
 import triton
 import triton.language as tl
@@ -123,7 +122,8 @@ def similarity_triton(features: torch.Tensor, queries: torch.Tensor, metric: int
     torch.amax(partials[:, :, 1], dim=1, out=minmax[:, 1])
 
 
-def colorize_triton(sim: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, lut: torch.Tensor, out: torch.Tensor) -> None:
+def colorize_triton(sim: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, lut: torch.Tensor,
+                    out: torch.Tensor) -> None:
     """sim (Q, N) f32, lo/hi (Q,) f32, lut (256, 4) uint8; writes RGBA8 into out (Q, N, 4) uint8."""
     Q, N = sim.shape
     block = 4096 if sim.device.type == "cpu" else 1024

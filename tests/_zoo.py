@@ -22,7 +22,7 @@ def _define_torchvision_schemas() -> None:
     if LIB is not None:
         return
     try:
-        torch.ops.torchvision.nms  # a working torchvision (CUDA machine) needs nothing
+        _ = torch.ops.torchvision.nms  # a working torchvision (CUDA machine) needs nothing
         return
     except (AttributeError, RuntimeError):
         pass

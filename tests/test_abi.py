@@ -3,7 +3,7 @@ Triton in featvis_fast/_abi.py, C++ and CUDA in csrc/featvis_abi.h."""
 import pathlib
 import re
 
-from featvis_fast import _abi, _reference, _rectifier_reference
+from featvis_fast import _abi, _rectifier_reference, _reference
 from featvis_fast.ops import ascent
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

@@ -57,7 +57,8 @@ def test_ascent_step_matches_float64_reference(device, backend, dtype, case, sha
         assert torch.allclose(v2.cpu().double(), e_v, rtol=1e-5, atol=1e-6)
     exact = e_out.to(dtype).double()
     tol = torch.finfo(dtype).eps * exact.abs() + (2e-5 if dtype == torch.float32 else torch.finfo(dtype).eps)
-    assert bool(((out.cpu().double() - exact).abs() <= tol).all()), f"max diff {(out.cpu().double() - exact).abs().max()}"
+    assert bool(((out.cpu().double() - exact).abs() <= tol).all()), (
+        f"max diff {(out.cpu().double() - exact).abs().max()}")
     assert torch.equal(crop.cpu(), ref.crop(out.cpu(), nxt, shape[4], shape[5])), "the crop is of this step's image"
 
 

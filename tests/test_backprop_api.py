@@ -66,7 +66,8 @@ def test_captum_style_classes_match_captum(model, x):
 
     assert_close(bp.GuidedBackprop(model).attribute(x, target=TARGET),
            _captum(captum_attr.GuidedBackprop, model, inputs=x, target=TARGET))
-    assert_close(bp.Saliency(model).attribute(x, target=TARGET), _captum(captum_attr.Saliency, model, inputs=x, target=TARGET))
+    assert_close(bp.Saliency(model).attribute(x, target=TARGET),
+           _captum(captum_attr.Saliency, model, inputs=x, target=TARGET))
     assert_close(bp.Deconvolution(model).attribute(x, target=TARGET),
            _captum(captum_attr.Deconvolution, model, inputs=x, target=TARGET))
     layer = model.layer[0]

@@ -46,8 +46,9 @@ def test_clipped_heatmap_edges():
 
 
 def test_the_demo_shows_saliency_clipped_by_default_and_featvis_on_request():
-    from featvis_fast import demo_panels
     import numpy as np
+
+    from featvis_fast import demo_panels
 
     model, preprocess = fv.load_model()
     tiles = {}

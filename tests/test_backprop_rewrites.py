@@ -461,7 +461,7 @@ def test_rewritten_forward_keeps_pytorchs_values_bit_for_bit(rewrite_counts):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 def test_lean_batch_norm_backward_is_pytorchs_bit_for_bit(dtype, layout):
-    """The lean batch norm's backward rounds as torch's does (invstd in float64, then
+    """The lean batch norm's backward rounds as torch's does (invstd = rsqrt(var + eps) in float64, then
     grad * invstd * weight), and the lean convolution's backward runs in its input's layout as
     torch's does: with a batch norm no convolution feeds (nothing folded) and channels whose
     running variance is 0, the saliency equals autograd's in the layout CPU attributions run in

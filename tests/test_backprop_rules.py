@@ -8,8 +8,8 @@ from _backprop_models import FORMS, FormNet, reference_attribution
 from conftest import kernel_backends
 
 import featvis_fast as fv
-from featvis_fast.backprop import RectifierRuleMode
 from featvis_fast import _rectifier_reference as ref
+from featvis_fast.backprop import RectifierRuleMode
 
 METHODS = {"gradient": fv.saliency, "deconvnet": fv.deconvnet, "guided": fv.guided_backprop}
 

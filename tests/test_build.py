@@ -39,7 +39,8 @@ def test_extension_source_lists_cover_csrc():
 
 @pytest.mark.skipif(NVCC is None, reason="no nvcc here")
 def test_cuda_sources_link_into_the_c_abi(tmp_path):
-    """The torch-free .cu files link on their own (no undefined symbols) and export the C ABI of every *_cuda.h header."""
+    """The torch-free .cu files link on their own (no undefined symbols) and export the C ABI of every *_cuda.h
+    header."""
     sources = [os.path.join(CSRC, s) for s in _extensions.CUDA_SOURCES if s.endswith(".cu")]
     lib = tmp_path / "libfeatvis_cuda.so"
     cmd = [NVCC, "-shared", "-Xcompiler", "-fPIC", "-O1", "-std=c++17", "-gencode", "arch=compute_90,code=sm_90",

@@ -4,8 +4,8 @@ values are never carried over where torch promises zeros."""
 import pytest
 import torch
 
-from featvis_fast.engine import cpu_cache
 from featvis_fast._extensions import ExtensionUnavailable, load_cpu
+from featvis_fast.engine import cpu_cache
 
 
 @pytest.fixture(autouse=True)

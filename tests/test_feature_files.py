@@ -17,7 +17,11 @@ from PIL import Image
 import featvis_fast as fv
 from featvis_fast.cli import main
 from featvis_fast.viewer.feature_files import (
-    LoadedFeatures, load_feature_bytes, load_feature_file, read_ifealid_zip, write_ifealid_zip,
+    LoadedFeatures,
+    load_feature_bytes,
+    load_feature_file,
+    read_ifealid_zip,
+    write_ifealid_zip,
 )
 
 SHAPES = [(1, 7, 5), (5, 11, 3), (7, 3, 13), (13, 5, 7)]  # (C, h, w): C = 1 and primes, h and w primes

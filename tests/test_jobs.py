@@ -115,7 +115,8 @@ def test_a_class_agnostic_job_shards_clusters_over_units(tmp_path):
     ClassAgnostic(only=...) does in one process. (A cluster's image depends on its batch's
     composition only through rounding, which the chaotic ascent amplifies: units are fixed by
     --batch, never by the number of processes.) The job runs in another process, whose rounding
-    may differ (thread count, allocator state): the images are compared loosely; bit-identity is claimed, and tested, only between runs made the same way (resume)."""
+    may differ (thread count, allocator state): the images are compared loosely; bit-identity is claimed, and tested,
+    only between runs made the same way (resume)."""
     import featvis_fast as fv
     from featvis_fast.reconstruction import ClassAgnostic
 

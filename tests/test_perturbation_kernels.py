@@ -173,6 +173,7 @@ def test_opcheck(backend):
     torch.library.opcheck(torch.ops.featvis.box_accumulate.default,
                           (torch.randn(3, generator=gen), src, acc_boxes, 2, 1, 9, 10, backend))
     shifts = torch.tensor([[0, 1], [2, 3], [1, 0]], dtype=torch.int32)
-    torch.library.opcheck(torch.ops.featvis.rise_masks.default, (torch.rand(3, 4, 4, generator=gen), shifts, 9, 10, backend))
+    torch.library.opcheck(torch.ops.featvis.rise_masks.default,
+                          (torch.rand(3, 4, 4, generator=gen), shifts, 9, 10, backend))
     torch.library.opcheck(torch.ops.featvis.apply_masks.default,
                           (x, torch.zeros_like(x), torch.rand(3, 9, 10, generator=gen), src, backend))

@@ -11,8 +11,14 @@ from featvis_fast.images import sample_image, sample_images
 from featvis_fast.models import extract, load_model
 from featvis_fast.reconstruction._ascent import Ascent, StepSettings
 from featvis_fast.reconstruction._filters import centre_distance, centre_mask, tv_denoise
-from featvis_fast.reconstruction.class_agnostic import (ClassAgnostic, StergiouPreset, barron_rho, class_agnostic,
-                                                        default_penalty, linear)
+from featvis_fast.reconstruction.class_agnostic import (
+    ClassAgnostic,
+    StergiouPreset,
+    barron_rho,
+    class_agnostic,
+    default_penalty,
+    linear,
+)
 
 SMALL = dict(size=64, clusters=3, per_cluster=3, top_channels=10, pca=8)
 LAYER = "_blocks.10"

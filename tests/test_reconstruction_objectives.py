@@ -2,8 +2,16 @@
 import pytest
 import torch
 
-from featvis_fast.reconstruction.objectives import (ClassLogit, Channel, DeepDream, Direction, Diversity, Neuron,
-                                                    Sum, parse)
+from featvis_fast.reconstruction.objectives import (
+    Channel,
+    ClassLogit,
+    DeepDream,
+    Direction,
+    Diversity,
+    Neuron,
+    Sum,
+    parse,
+)
 
 
 def _acts(n=4):

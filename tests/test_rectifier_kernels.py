@@ -162,7 +162,8 @@ def test_opcheck(backend):
     g = torch.randn(3, 33)
     packed = ref.pack_mask(x > 0)
     for rule in RULE_IDS:
-        torch.library.opcheck(torch.ops.featvis.rectify.default, (x.clone().requires_grad_(), 0.0, 6.0, 0.0, rule, backend))
+        torch.library.opcheck(torch.ops.featvis.rectify.default,
+                              (x.clone().requires_grad_(), 0.0, 6.0, 0.0, rule, backend))
         torch.library.opcheck(torch.ops.featvis.rectify_.default, (x.clone(), 0.0, INF, 0.1, rule, backend))
         torch.library.opcheck(torch.ops.featvis.rectify_backward.default, (g, packed, rule, 0.0, False, backend))
 

@@ -1,8 +1,8 @@
 """Each similarity backend against the float64 PyTorch reference: op level."""
 import pytest
 import torch
-from conftest import backend_params
 from _oracle import assert_similarity_close
+from conftest import backend_params
 
 from featvis_fast import _reference, ops
 from featvis_fast.render import colormap

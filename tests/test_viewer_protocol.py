@@ -4,8 +4,14 @@ import struct
 
 import pytest
 
-from featvis_fast.viewer.protocol import MAX_MESSAGE_BYTES, ProtocolError, Request, decode_binary, encode_binary, \
-    parse_request
+from featvis_fast.viewer.protocol import (
+    MAX_MESSAGE_BYTES,
+    ProtocolError,
+    Request,
+    decode_binary,
+    encode_binary,
+    parse_request,
+)
 
 HOVER = {"type": "hover", "seq": 3, "panel": 1, "image": "cat", "layer": "_blocks.3", "x": 10.5, "y": 2,
          "metric": "dot", "colormap": "gray", "stretch": [-1, 2.5], "channel": 7, "encoding": "index8"}

@@ -69,7 +69,8 @@ def test_every_route_needs_the_token(client, path):
 def test_the_page_sets_an_http_only_strict_cookie_that_then_authorizes(client):
     page = client.get(f"/?token={TOKEN}")
     cookie = page.headers["set-cookie"]
-    assert f"{COOKIE}={TOKEN}" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict")
+    assert (f"{COOKIE}={TOKEN}" in cookie and "HttpOnly" in cookie
+            and "SameSite=strict" in cookie.replace("Strict", "strict"))
     assert client.get("/api/state").status_code == 200  # the client now carries the cookie
     client.cookies.clear()
     client.cookies.set(COOKIE, "forged")

@@ -23,11 +23,11 @@ import copy
 import functools
 import warnings
 
+import _zoo
 import pytest
 import torch
 import torch.nn.functional as F
 
-import _zoo
 import featvis_fast as fv
 
 pytestmark = pytest.mark.skipif(not _zoo.has_timm(), reason="torchvision and timm are not installed")

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from . import methods
 from ..engine import Target
+from . import methods
 
 
 class _Attribution:

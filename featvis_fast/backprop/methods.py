@@ -18,8 +18,18 @@ import torch.nn.functional as F
 from .. import _backend
 from .. import _rectifier_reference as ref
 from .._validate import check_model_and_batch
-from ..engine import (LayerCapture, RectifierRuleMode, Target, as_unit, cached_cpu_memory, fold_batch_norms,
-                      run_in_best_layout, seed_for, select_output, select_unit)
+from ..engine import (
+    LayerCapture,
+    RectifierRuleMode,
+    Target,
+    as_unit,
+    cached_cpu_memory,
+    fold_batch_norms,
+    run_in_best_layout,
+    seed_for,
+    select_output,
+    select_unit,
+)
 from ..engine import rewrites as _rewrites
 
 

@@ -58,11 +58,13 @@ def _read_label_map(path: Path) -> np.ndarray:
 class FolderDataset:
     """The folder format of the module docstring. transform(PIL image) -> (3, H, W) model input."""
 
-    def __init__(self, root: str | Path, transform: Callable[[Image.Image], torch.Tensor], batch_size: int = 16) -> None:
+    def __init__(self, root: str | Path, transform: Callable[[Image.Image], torch.Tensor],
+                 batch_size: int = 16) -> None:
         self.root = Path(root)
         for name in ("concepts.csv", "index.csv"):
             if not (self.root / name).exists():
-                raise ValueError(f"{self.root} is not a dissection dataset: {name} is missing (see featvis_fast.dissection.data)")
+                raise ValueError(f"{self.root} is not a dissection dataset: {name} is missing "
+                                 "(see featvis_fast.dissection.data)")
         with open(self.root / "concepts.csv", newline="") as fh:
             rows = list(csv.DictReader(fh))
         if not rows or set(rows[0]) != {"name", "category"}:
@@ -100,7 +102,8 @@ class FolderDataset:
             elif labels.shape != size:
                 raise ValueError(f"label map {name} is {labels.shape}, others of image {row['image']} are {size}")
             if labels.max(initial=0) > len(self.concepts):
-                raise ValueError(f"label map {name} holds concept {labels.max()}, concepts.csv has {len(self.concepts)}")
+                raise ValueError(f"label map {name} holds concept {labels.max()}, "
+                                 f"concepts.csv has {len(self.concepts)}")
             lab = torch.from_numpy(labels)
             for k in self._of_category[cat].tolist():
                 masks[k] = lab == k + 1

@@ -21,8 +21,8 @@ from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 from tqdm.auto import tqdm
 
 from .. import _backend
-from ..engine import cached_cpu_memory, rewritten_forward
-from ..engine import extract, find_module
+from ..engine import cached_cpu_memory, extract, find_module, rewritten_forward
+from ..models import IMAGENET_MEAN, IMAGENET_STD
 from ..ops.dissection import dissect_tally
 from .data import Concept
 from .quantile import StreamingTopQuantile, TopImages
@@ -43,7 +43,8 @@ def _check_batch(batch, k: int, label_size) -> tuple[torch.Tensor, torch.Tensor,
         raise ValueError(f"images must be (B, 3, H, W), got {tuple(getattr(images, 'shape', ()))}")
     b = images.shape[0]
     if not isinstance(masks, torch.Tensor) or masks.dim() != 4 or masks.shape[:2] != (b, k):
-        raise ValueError(f"masks must be (B={b}, K={k}, h, w) for {k} concepts, got {tuple(getattr(masks, 'shape', ()))}")
+        raise ValueError(f"masks must be (B={b}, K={k}, h, w) for {k} concepts, "
+                         f"got {tuple(getattr(masks, 'shape', ()))}")
     if label_size is not None and tuple(masks.shape[2:]) != label_size:
         raise ValueError(f"masks are {tuple(masks.shape[2:])} in this batch and {label_size} before: one label size")
     if not isinstance(annotated, torch.Tensor) or annotated.shape != (b, k):
@@ -198,7 +199,8 @@ def _agree(value):
 
 def dissect(model: torch.nn.Module, layer: str, dataset: Iterable, quantile: float = 0.005,
             iou_threshold: float = 0.04, batch_size: int | None = None, *, top_n: int = 8,
-            mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), backend: str | None = None,
+            mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD,
+            backend: str | None = None,
             progress: bool = True) -> DissectionResult:
     """Dissect `layer` of `model` on `dataset` -> DissectionResult.
 
@@ -212,7 +214,8 @@ def dissect(model: torch.nn.Module, layer: str, dataset: Iterable, quantile: flo
         iou_threshold: the IoU from which a unit counts as interpretable.
         batch_size: images per forward (default: the dataset's batches).
         top_n: top images kept per unit for the report.
-        mean, std: the images' normalization, undone for the report's thumbnails.
+        mean: the images' per-channel normalization mean, undone for the report's thumbnails.
+        std: the normalization's per-channel standard deviation.
         backend: the tally kernel's backend (None: the fastest for the device).
         progress: tqdm bars.
     Returns:

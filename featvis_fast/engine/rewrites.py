@@ -174,7 +174,8 @@ class ForwardRewrites:
     def before(self, func, args, kwargs):
         """-> (result or NotImplemented, args, kwargs, note for after()). The result is the real
         output where `func` is a planned consumer that only passes it on; a planned batch norm or
-        rectifier gets the real output as its input and note.inplace. Raises RewriteMismatch on any other use of a stand-in."""
+        rectifier gets the real output as its input and note.inplace. Raises RewriteMismatch on any other use of a
+        stand-in."""
         if calls.only_shape(func):
             return NotImplemented, args, kwargs, None
         result, inplace = NotImplemented, False

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 import torch
 
-
 SEEDS = ("onehot", "activation")
 
 
@@ -91,7 +90,8 @@ def select_output(output: torch.Tensor, target: Target) -> torch.Tensor:
         return flat[:, target]
     else:
         if target.dtype not in (torch.int64, torch.int32) or target.dim() > 1:
-            raise ValueError(f"a tensor target must be a LongTensor of shape (B,), got {target.dtype} {tuple(target.shape)}")
+            raise ValueError("a tensor target must be a LongTensor of shape (B,), "
+                             f"got {target.dtype} {tuple(target.shape)}")
         index = target.reshape(-1).to(flat.device)
         if index.numel() == 1:
             index = index.expand(batch)

@@ -5,4 +5,5 @@ from .perturbation import apply_masks, box_accumulate, occlude, rise_masks
 from .rectifier import rectify, rectify_, rectify_backward, rectify_inplace
 from .similarity import colorize, pixel_similarity
 
-__all__ = ["apply_masks", "ascent_step", "box_accumulate", "colorize", "dissect_tally", "occlude", "pixel_similarity", "rise_masks", "rectify", "rectify_", "rectify_backward", "rectify_inplace"]
+__all__ = ["apply_masks", "ascent_step", "box_accumulate", "colorize", "dissect_tally", "occlude", "pixel_similarity",
+           "rise_masks", "rectify", "rectify_", "rectify_backward", "rectify_inplace"]

@@ -24,7 +24,8 @@ def _check(x, grad_crop, offsets, m, v, next_offsets, optimizer, crop_h, crop_w)
         raise ValueError(f"x must be (N, C, H, W), got {tuple(x.shape)}")
     n, c, h, w = x.shape
     if grad_crop.dim() != 4 or grad_crop.shape[:2] != (n, c) or grad_crop.shape[2] > h or grad_crop.shape[3] > w:
-        raise ValueError(f"grad_crop must be (N, C, h <= H, w <= W) for x {tuple(x.shape)}, got {tuple(grad_crop.shape)}")
+        raise ValueError(f"grad_crop must be (N, C, h <= H, w <= W) for x {tuple(x.shape)}, "
+                         f"got {tuple(grad_crop.shape)}")
     for name, t, size in (("offsets", offsets, grad_crop.shape[2:]), ("next_offsets", next_offsets, (crop_h, crop_w))):
         if t.shape != (n, 2) or t.dtype != torch.int32:
             raise ValueError(f"{name} must be ({n}, 2) int32, got {t.dtype} {tuple(t.shape)}")
@@ -61,7 +62,8 @@ def ascent_step(x: torch.Tensor, grad_crop: torch.Tensor, offsets: torch.Tensor,
         return new, m2, (v2 if v2 is not None else m2.new_empty(0)), nxt.contiguous()
     g = grad_crop.float().contiguous()
     n = x.shape[0]
-    scale = (1.0 / (g.abs().sum(dim=(1, 2, 3)) / (x[0].numel()) + 1e-8)) if normalize else torch.ones(n, device=x.device)
+    scale = ((1.0 / (g.abs().sum(dim=(1, 2, 3)) / (x[0].numel()) + 1e-8)) if normalize
+             else torch.ones(n, device=x.device))
     out = _registry.empty(tuple(x.shape), x.dtype, x.device)
     m_out = _registry.empty(tuple(x.shape), torch.float32, x.device)
     v_out = _registry.empty(tuple(x.shape) if optimizer == "adam" else (0,), torch.float32, x.device)

@@ -12,13 +12,12 @@ from __future__ import annotations
 import torch
 
 from .. import _perturbation_reference as ref
+from . import _registry
 from ._layout import channels_last
 from ._layout import logical as _logical
 from ._layout import memory_format as _layout
 from ._layout import memory_order as _memory_order
-from . import _registry
 from ._registry import Kernels
-
 
 KERNELS = Kernels("perturbation", occlude="occlude_triton", box_accumulate="box_accumulate_triton",
                   rise_masks="rise_masks_triton", apply_masks="apply_masks_triton")

@@ -12,12 +12,11 @@ from __future__ import annotations
 import torch
 
 from .. import _rectifier_reference as ref
+from . import _registry
 from ._layout import channels_last
 from ._layout import logical as _logical
 from ._layout import memory_order as _memory_order
-from . import _registry
 from ._registry import Kernels
-
 
 KERNELS = Kernels("rectifier", rectify="rectify_triton", rectify_backward="rectify_backward_triton")
 

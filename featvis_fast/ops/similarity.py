@@ -14,7 +14,6 @@ from .. import _reference
 from . import _registry
 from ._registry import BACKENDS, Kernels
 
-
 KERNELS = Kernels("similarity", pixel_similarity="similarity_triton", colorize="colorize_triton")
 
 

@@ -59,7 +59,8 @@ def make_fill(x: torch.Tensor, fill, *, blur_sigma: float = 8.0,
             else fill.to(dtype=x.dtype, device=x.device)
         if values.dim() == 1 and values.numel() == c:
             out = values.view(1, c, 1, 1).expand_as(x)
-        elif values.shape == x.shape or (values.dim() == 4 and values.shape[0] == 1 and values.shape[1:] == x.shape[1:]):
+        elif values.shape == x.shape or (values.dim() == 4 and values.shape[0] == 1
+                                         and values.shape[1:] == x.shape[1:]):
             out = values.expand_as(x)
         else:
             raise ValueError(f"fill values must be a number, ({c},) per-channel values or a {tuple(x.shape)} "
@@ -67,5 +68,6 @@ def make_fill(x: torch.Tensor, fill, *, blur_sigma: float = 8.0,
     if not bool(torch.isfinite(out).all()):
         raise ValueError("fill contains NaN or infinite values")
     layout = torch.channels_last if (x.dim() == 4 and not x.is_contiguous()
-                                     and x.is_contiguous(memory_format=torch.channels_last)) else torch.contiguous_format
+                                     and x.is_contiguous(
+                                         memory_format=torch.channels_last)) else torch.contiguous_format
     return out.contiguous(memory_format=layout)

@@ -14,7 +14,6 @@ import torch
 from ..engine import StopForward, find_module, rewritten_forward
 
 
-
 class _Replace:
     """Forward hook that replaces a module's output (once per pass)."""
 

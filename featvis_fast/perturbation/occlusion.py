@@ -20,14 +20,11 @@ from __future__ import annotations
 import torch
 
 from .. import _backend
-from ..engine import cached_cpu_memory
 from .._validate import check_model_and_batch
-from ..engine import rewritten_forward
-from ..engine import find_module
+from ..engine import best_layout, cached_cpu_memory, find_module, rewritten_forward
 from ..ops import perturbation as ops
 from . import _chunks, _targets, _windows
 from ._fills import make_fill
-from ..engine import best_layout
 from ._forward import Probe
 
 
@@ -53,7 +50,8 @@ class _Capture:
         def hook(module, inputs, output):
             if not isinstance(output, torch.Tensor) or output.dim() != 4:
                 raise ValueError(f"layer {name!r} must output a (B, C, h, w) tensor, got "
-                                 f"{tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__}")
+                                 f"{tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__}"
+                                 )
             if name not in self.outputs:
                 self.outputs[name] = output
                 self.order.append(name)

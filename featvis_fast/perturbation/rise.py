@@ -15,12 +15,11 @@ from numbers import Real
 import torch
 
 from .. import _backend
-from ..engine import cached_cpu_memory
 from .._validate import check_model_and_batch
+from ..engine import best_layout, cached_cpu_memory
 from ..ops import perturbation as ops
 from . import _chunks, _targets
 from ._fills import make_fill
-from ..engine import best_layout
 from ._forward import Probe
 
 

@@ -4,7 +4,7 @@ featvis_fast._step_reference)."""
 from .class_agnostic import ClassAgnostic, ClassAgnosticResult, StergiouPreset, class_agnostic
 from .invert import Inversion, invert
 from .maximize import Maximization, maximize
-from .objectives import ClassLogit, Channel, DeepDream, Direction, Diversity, Each, Neuron, Objective, parse
+from .objectives import Channel, ClassLogit, DeepDream, Direction, Diversity, Each, Neuron, Objective, parse
 from .param import FFTParam, PixelParam, to_valid_rgb
 from .transforms import STANDARD, Compose, Jitter, Pad, ScaleRotate
 

@@ -18,7 +18,8 @@ import torch
 
 from .. import _backend
 from .. import _rectifier_reference as ref
-from ..engine import layout, rewrites as _rewrites
+from ..engine import layout
+from ..engine import rewrites as _rewrites
 from ..engine.capture import extract, find_module
 from ..engine.lean import fold_batch_norms
 from ..engine.rule_mode import RectifierRuleMode

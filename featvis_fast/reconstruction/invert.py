@@ -47,7 +47,8 @@ class FeatureMatch(Objective):
 
     def validate(self, shapes, classes):
         if shapes[self.layer] != tuple(self.target.shape[1:]):
-            raise ValueError(f"layer {self.layer!r} gives {shapes[self.layer]}, the target is {tuple(self.target.shape[1:])}")
+            raise ValueError(f"layer {self.layer!r} gives {shapes[self.layer]}, "
+                             f"the target is {tuple(self.target.shape[1:])}")
 
 
 def featurevis_settings(h: int, w: int, p: float = 6.0, lr: float = 0.25, momentum: float = 0.9,

@@ -9,7 +9,8 @@ Client -> server, one JSON object per text message (at most MAX_MESSAGE_BYTES):
         to the cell under (x, y); an int shows that single channel's map (min-max stretched
         unless a fixed stretch is given). encoding: "rgba8" (default) sends the coloured map,
         "index8" one colour-map index per cell (a quarter of the bytes; the client applies the
-        colour map's LUT from /api/state; LUT[index] is exactly the rgba8 colour). Latest wins per panel: a hover that arrives while
+        colour map's LUT from /api/state; LUT[index] is exactly the rgba8 colour). Latest wins per panel: a hover that
+        arrives while
         an older one for the same panel waits replaces it, so stale positions are dropped.
     {"type": "vector", "seq": 18, "image": ..., "layer": ..., "x": ..., "y": ...}
         the raw feature vector at (x, y) (for pinning a pixel). Latest wins too.
@@ -130,7 +131,8 @@ def _parse_object(msg: dict) -> Request:
     stretch = msg.get("stretch", "minmax")
     if stretch != "minmax":
         if (not isinstance(stretch, list) or len(stretch) != 2
-                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in stretch)
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                           for v in stretch)
                 or not stretch[0] < stretch[1]):
             raise ProtocolError(f"'stretch' must be \"minmax\" or [lo, hi] with lo < hi, got {stretch!r}")
         stretch = (float(stretch[0]), float(stretch[1]))

@@ -23,7 +23,8 @@ from http.cookies import SimpleCookie
 from urllib.parse import parse_qs, urlsplit
 
 import anyio
-from fastapi import FastAPI, HTTPException, Request as HttpRequest, WebSocket
+from fastapi import FastAPI, HTTPException, WebSocket
+from fastapi import Request as HttpRequest
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image

@@ -70,7 +70,8 @@ class ViewerSession:
     """Images + model + caches. model=None serves precomputed feature maps only.
 
     input_size: longest image side fed to the model (images are resized to it, up or down, so
-    small photos still give detailed maps; 0 keeps each image's own resolution). dtype: storage of the similarity caches (see FeatureSimilarity).
+    small photos still give detailed maps; 0 keeps each image's own resolution). dtype: storage of the similarity caches
+    (see FeatureSimilarity).
     """
 
     def __init__(self, model: torch.nn.Module | None = None, preprocess=None, layers: list[str] | None = None,
