@@ -8,6 +8,7 @@ import torch
 from .images import load_image
 from .models import load_model
 from .render import grid
+from .similarity import similarity_overlay
 
 DEMO_IMAGES = ("chelsea", "coffee", "astronaut")
 DEMO_LAYERS = ("_blocks.3", "_blocks.10", "_blocks.15")
@@ -20,8 +21,6 @@ def _reference_pixels(width: int, height: int) -> list[tuple[int, int]]:
 
 def similarity_grid(model, preprocess, device: str = "cpu", backend: str | None = None):
     """Rows: sample photos; columns: the photo, then a similarity map per (layer, pixel)."""
-    from .cli import similarity_overlay
-
     tiles, labels = [], []
     for name in DEMO_IMAGES:
         image = load_image(name)
@@ -40,9 +39,19 @@ def similarity_grid(model, preprocess, device: str = "cpu", backend: str | None 
 
 def run_demo(out_dir: str = "featvis-demo", device: str = "cpu", backend: str | None = None,
              attribution_display: str = "clipped") -> list[str]:
-    """Write the demo images (and the dissection report) under out_dir and return their paths.
-    attribution_display: "clipped" (Captum's 2% outlier clipping) or "featvis" (divided by the
-    maximum) for saliency and guided backprop."""
+    """Write the demo images (and the dissection report) under out_dir.
+
+    Args:
+        out_dir: the output directory (created if missing).
+        device: where the bundled model runs.
+        backend: kernel backend for every panel (None: automatic per device).
+        attribution_display: "clipped" (Captum's 2% outlier clipping) or "featvis" (divided by
+            the maximum) for saliency and guided backprop.
+
+    Returns:
+        the paths written: similarity_grid.png, attributions.png, perturbation.png,
+        maximize.png, invert.png and the dissection report's index.html.
+    """
     from . import demo_panels
 
     os.makedirs(out_dir, exist_ok=True)
@@ -55,9 +64,9 @@ def run_demo(out_dir: str = "featvis-demo", device: str = "cpu", backend: str | 
 
     save("similarity_grid.png", similarity_grid(model, preprocess, device, backend))
     save("attributions.png", demo_panels.attributions(model, preprocess, DEMO_IMAGES, device,
-                                                    attribution_display))
-    save("perturbation.png", demo_panels.perturbations(model, preprocess, DEMO_IMAGES, device))
-    for name, image in demo_panels.reconstructions(model, preprocess, device).items():
+                                                    attribution_display, backend=backend))
+    save("perturbation.png", demo_panels.perturbations(model, preprocess, DEMO_IMAGES, device, backend=backend))
+    for name, image in demo_panels.reconstructions(model, preprocess, device, backend=backend).items():
         save(name, image)
-    paths.append(demo_panels.dissection_report(out_dir))
+    paths.append(demo_panels.dissection_report(out_dir, backend=backend))
     return paths

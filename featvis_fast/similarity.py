@@ -11,12 +11,14 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from PIL import ImageDraw
 
 from . import _reference, ops
 from ._backend import resolve_backend
 from ._validate import check_choice, check_feature_map, check_points
+from .models import extract
 from .render import colormap as _colormap
-from .render import stretch_bounds
+from .render import overlay, stretch_bounds
 
 METRICS = ("cosine", "angular", "dot", "euclidean")
 # metric -> (normalize the cached vectors?, kernel metric code)
@@ -157,3 +159,35 @@ class FeatureSimilarity:
         if single:
             rgba, lo, hi = rgba[0], lo[0], hi[0]
         return (rgba, lo, hi) if return_range else rgba
+
+
+def similarity_overlay(model: torch.nn.Module, preprocess, image, layer: str, pixel: tuple[int, int],
+                       metric: str = "cosine", colormap: str = "fire", size: int | None = 224,
+                       dtype: torch.dtype = torch.float16, backend: str | None = None, alpha: float = 0.6,
+                       device: str = "cpu"):
+    """Heat map of feature similarity to one image pixel, overlaid on the image (IFeaLiD's view).
+
+    Args:
+        model: the CNN; preprocess: its featvis_fast.models.Preprocess.
+        image: a PIL image (H, W).
+        layer: the layer whose (C, h, w) features are compared (see featvis_fast.layer_names).
+        pixel: the reference pixel (y, x) in image coordinates.
+        metric: one of METRICS. colormap: a featvis_fast.render colormap name.
+        size: model input size (None: the image's own resolution).
+        dtype: the feature cache's storage dtype. backend: kernel backend (None: automatic).
+        alpha: heat-map opacity. device: where the model runs.
+
+    Returns:
+        a PIL RGB image of the image's size with the heat map blended in and the pixel circled.
+    """
+    y, x = pixel
+    if not (0 <= y < image.height and 0 <= x < image.width):
+        raise ValueError(f"pixel (y={y}, x={x}) lies outside the {image.width}x{image.height} image")
+    feats = extract(model, preprocess(image, size=size).to(device), layer)[0]
+    sim = FeatureSimilarity(feats, metric=metric, dtype=dtype, backend=backend)
+    cell = sim.image_to_cell(x, y, image.size)
+    rgba = sim.render(cell, colormap=colormap, size=(image.height, image.width))
+    out = overlay(image, rgba, alpha)
+    r = max(3, min(image.size) // 80)
+    ImageDraw.Draw(out).ellipse((x - r, y - r, x + r, y + r), outline="cyan", width=max(1, r // 2))
+    return out

@@ -7,7 +7,9 @@ import pytest
 from PIL import Image
 
 import featvis_fast as fv
-from featvis_fast.cli import main, similarity_overlay
+from featvis_fast import demo_panels
+from featvis_fast.cli import main
+from featvis_fast.similarity import similarity_overlay
 
 
 def test_similarity_command_writes_the_overlay(tmp_path):
@@ -62,3 +64,61 @@ def test_backends_command(capsys):
     assert main(["backends"]) == 0
     out = capsys.readouterr().out
     assert "torch" in out and "cpp" in out and "triton" in out and "cuda" in out
+
+
+def _subparsers(parser):
+    action = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    return action.choices
+
+
+def test_every_command_takes_the_same_backend_choices():
+    from featvis_fast._backend import BACKENDS
+    from featvis_fast.cli import build_parser
+
+    commands = _subparsers(build_parser())
+    with_backend = {name for name, sub in commands.items()
+                    if any("--backend" in a.option_strings for a in sub._actions)}
+    assert with_backend == {"similarity", "demo", "serve", "maximize", "invert", "class-agnostic", "dissect"}
+    for name in with_backend:
+        (option,) = [a for a in commands[name]._actions if "--backend" in a.option_strings]
+        assert tuple(option.choices) == BACKENDS, name
+    assert main.__module__ == "featvis_fast.cli"
+
+
+def test_demo_backend_reaches_every_panel(tmp_path, monkeypatch):
+    """`featvis demo --backend torch` runs each family's panel with that backend."""
+    from PIL import Image as PILImage
+
+    from featvis_fast import demo
+
+    seen = {}
+    blank = PILImage.new("RGB", (8, 8))
+
+    def record(name, result):
+        def panel(*args, backend=None, **kwargs):
+            seen[name] = backend
+            return result
+        return panel
+
+    monkeypatch.setattr(demo, "similarity_overlay", record("similarity", blank))
+    monkeypatch.setattr(demo_panels, "attributions", record("attributions", blank))
+    monkeypatch.setattr(demo_panels, "perturbations", record("perturbations", blank))
+    monkeypatch.setattr(demo_panels, "reconstructions", record("reconstructions", {}))
+    monkeypatch.setattr(demo_panels, "dissection_report", record("dissection", str(tmp_path / "d.html")))
+    assert main(["demo", "--out", str(tmp_path), "--backend", "torch", "--device", "cpu"]) == 0
+    assert seen == dict.fromkeys(["similarity", "attributions", "perturbations", "reconstructions", "dissection"],
+                                 "torch")
+
+
+@pytest.mark.parametrize("panel,call", [
+    ("attributions", lambda m, p, b: demo_panels.attributions(m, p, ["chelsea"], "cpu", backend=b)),
+    ("perturbations", lambda m, p, b: demo_panels.perturbations(m, p, ["chelsea"], "cpu", backend=b)),
+    ("reconstructions", lambda m, p, b: demo_panels.reconstructions(m, p, "cpu", backend=b)),
+    ("dissection", lambda m, p, b: demo_panels.dissection_report("unused", backend=b)),
+])
+def test_demo_panels_pass_the_backend_on(panel, call):
+    """Each panel hands its backend to the methods it calls (an unknown name is refused by them)."""
+    model, preprocess = fv.load_model()
+    with pytest.raises(ValueError, match="unknown backend 'no-such'"):
+        call(model, preprocess, "no-such")
+

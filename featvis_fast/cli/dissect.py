@@ -9,10 +9,11 @@ from pathlib import Path
 
 import torch
 
+from ..dissection.data import FolderDataset
+from ..dissection.dissect import dissect
 from ..jobs import job_device, rank_and_world
 from ..models import IMAGENET_MEAN, IMAGENET_STD, load_model
-from .data import FolderDataset
-from .dissect import dissect
+from . import options
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,16 +42,16 @@ def run(args: argparse.Namespace) -> int:
 
 def add_parser(sub) -> None:
     d = sub.add_parser("dissect", help="Network Dissection of a layer on a labelled folder dataset")
-    d.add_argument("--layer", required=True, help="the layer whose units are labelled, e.g. _blocks.10")
+    options.add_layer(d, "the layer whose units are labelled, e.g. _blocks.10")
     d.add_argument("--data", required=True, help="dataset folder (concepts.csv, index.csv, images/, labels/)")
     d.add_argument("--out", required=True, help="output directory (index.html, summary.png, results.json)")
-    d.add_argument("--model", default="efficientnet-lite0")
-    d.add_argument("--size", type=int, default=224, help="model input size")
+    options.add_model(d)
+    options.add_size(d)
     d.add_argument("--batch", type=int, default=32, help="images per batch")
     d.add_argument("--quantile", type=float, default=0.005, help="top quantile of activations per unit")
     d.add_argument("--iou-threshold", type=float, default=0.04)
     d.add_argument("--top", type=int, default=8, help="top images per unit in the report")
-    d.add_argument("--device", default=None, help="default: cuda:LOCAL_RANK if CUDA is there, else cpu")
-    d.add_argument("--backend", default=None, choices=["cuda", "triton", "cpp", "torch"])
+    options.add_device(d, job=True)
+    options.add_backend(d)
     d.add_argument("--no-progress", action="store_true")
     d.set_defaults(func=run)

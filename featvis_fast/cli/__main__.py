@@ -1,0 +1,6 @@
+"""`python -m featvis_fast.cli ...` (torchrun runs jobs this way)."""
+import sys
+
+from . import main
+
+sys.exit(main())
