@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import copy_bandwidth, environment, median_seconds, write_results  # noqa: E402
 
 import featvis_fast as fv  # noqa: E402
-from featvis_fast._step_reference import Regularizers, regularizer_values  # noqa: E402
+from featvis_fast._ascent_reference import Regularizers, regularizer_values  # noqa: E402
 from featvis_fast.models import IMAGENET_STD, extract  # noqa: E402
 from featvis_fast.reconstruction import objectives as obj  # noqa: E402
 from featvis_fast.reconstruction._ascent import StepSettings  # noqa: E402

@@ -1,4 +1,4 @@
-// featvis-fast: CPU kernel of the fused gradient-ascent step (semantics: featvis_fast/_step_reference.py;
+// featvis-fast: CPU kernel of the fused gradient-ascent step (semantics: featvis_fast/_ascent_reference.py;
 // op layer and calling convention: featvis_fast/ops/ascent.py).
 //
 //   ascent_step(x, g, offsets, scale, m, v, next_offsets, step, lr, optimizer_code, momentum, beta1, beta2,

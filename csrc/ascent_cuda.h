@@ -1,5 +1,5 @@
 /* featvis-fast CUDA backend: the fused gradient-ascent step `featvis::ascent_step`, torch-free C ABI
- * (implemented in ascent_cuda.cu). Semantics: featvis_fast/_step_reference.py; calling convention of
+ * (implemented in ascent_cuda.cu). Semantics: featvis_fast/_ascent_reference.py; calling convention of
  * the op layer: featvis_fast/ops/ascent.py. Conventions, optimizer and dtype codes: featvis_abi.h.
  */
 #ifndef FEATVIS_ASCENT_CUDA_H_

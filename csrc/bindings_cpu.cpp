@@ -65,7 +65,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "v f32 like x (Adam) or (0,), next_offsets (N,2) int32, step, lr, optimizer_code 0=SGD 1=Adam 2=Nesterov, "
         "momentum, "
         "beta1, beta2, eps, l1, l2, lp, p, tv, beta, tv_eps, clip_lo, clip_hi, out like x, m_out like m, v_out like v, "
-        "nxt (N,C,crop_h,crop_w) x dtype) -> None. One fused step of featvis_fast._step_reference in fp32: "
+        "nxt (N,C,crop_h,crop_w) x dtype) -> None. One fused step of featvis_fast._ascent_reference in fp32: "
         "d = uncrop(g)*scale - regularizer grad; SGD/Adam/Nesterov update; clamp when clip_lo <= clip_hi; "
         "nxt = crop of out.",
         py::arg("x"), py::arg("g"), py::arg("offsets"), py::arg("scale"), py::arg("m"), py::arg("v"),

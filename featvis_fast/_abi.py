@@ -11,7 +11,7 @@ RULE_BACKPROP, RULE_DECONVNET, RULE_GUIDED = 0, 1, 2
 # pixel-similarity metrics (featvis::pixel_similarity; semantics: _reference)
 METRIC_INNER, METRIC_ANGULAR, METRIC_EUCLIDEAN = 0, 1, 2
 
-# gradient-ascent optimizers (featvis::ascent_step; semantics: _step_reference)
+# gradient-ascent optimizers (featvis::ascent_step; semantics: _ascent_reference)
 OPTIMIZER_SGD, OPTIMIZER_ADAM, OPTIMIZER_NESTEROV = 0, 1, 2
 
 # storage dtypes crossing the torch-free CUDA C ABI

@@ -1,5 +1,5 @@
 """Triton kernel of the fused gradient-ascent step `featvis::ascent_step` (semantics:
-featvis_fast._step_reference; calling convention: featvis_fast.ops.ascent).
+featvis_fast._ascent_reference; calling convention: featvis_fast.ops.ascent).
 
 `_ascent_kernel` runs one program per ((n, c) plane, block of its pixels): it reads x at the pixel
 and the six neighbours the beta-TV gradient needs, the objective gradient of the previous crop

@@ -1,11 +1,11 @@
-"""Each backend of featvis::ascent_step against the float64 reference (featvis_fast._step_reference):
+"""Each backend of featvis::ascent_step against the float64 reference (featvis_fast._ascent_reference):
 odd sizes, fp32/fp16/bf16 images, SGD, Nesterov and Adam, every regularizer, normalization, clipping,
 outputs poisoned before the kernel runs."""
 import pytest
 import torch
 from conftest import backend_params, kernel_backends
 
-from featvis_fast import _step_reference as ref
+from featvis_fast import _ascent_reference as ref
 from featvis_fast.ops.ascent import ascent_step
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]

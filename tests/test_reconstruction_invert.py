@@ -6,7 +6,7 @@ import torch
 from _backprop_models import ReluOnlyNet
 
 import featvis_fast as fv
-from featvis_fast._step_reference import regularizer_values
+from featvis_fast._ascent_reference import regularizer_values
 from featvis_fast.models import IMAGENET_STD
 from featvis_fast.reconstruction.invert import Inversion, featurevis_settings
 

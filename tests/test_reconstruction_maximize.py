@@ -7,7 +7,7 @@ import torch.nn as nn
 from _backprop_models import ReluOnlyNet
 
 import featvis_fast as fv
-from featvis_fast._step_reference import Regularizers
+from featvis_fast._ascent_reference import Regularizers
 from featvis_fast.models import IMAGENET_MEAN, IMAGENET_STD, extract
 from featvis_fast.reconstruction._ascent import StepSettings
 from featvis_fast.reconstruction._eager import maximize_eager

@@ -102,7 +102,7 @@ SOURCES = {
                               "featvis_fast/ops/perturbation.py", "featvis_fast/_perturbation_reference.py",
                               "kernels/perturbation.py", ("csrc/perturbation_cpu.h", "csrc/perturbation_cpu.cpp"),
                               ("csrc/perturbation_cuda.h", "csrc/perturbation_cuda.cu")),
-    "ascent": OpSources(("ascent_step",), "featvis_fast/ops/ascent.py", "featvis_fast/_step_reference.py",
+    "ascent": OpSources(("ascent_step",), "featvis_fast/ops/ascent.py", "featvis_fast/_ascent_reference.py",
                         "kernels/ascent.py", ("csrc/ascent_cpu.h", "csrc/ascent_cpu.cpp"),
                         ("csrc/ascent_cuda.h", "csrc/ascent_cuda.cu")),
     "dissection": OpSources(("dissect_tally",), "featvis_fast/ops/dissection.py",

@@ -1,5 +1,5 @@
 """`featvis::ascent_step`: the fused gradient-ascent step of the reconstruction family (semantics:
-featvis_fast._step_reference). One pass per step reads the image, the objective's gradient (of
+featvis_fast._ascent_reference). One pass per step reads the image, the objective's gradient (of
 the previous jittered crop), the optimizer state, and writes the next image, the next state and
 the next step's jittered crop. The per-image gradient scale (normalization) is one reduction
 before it. Backends: C++ CPU, Triton, CUDA, PyTorch reference; float64 always runs the reference.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from .. import _abi
-from .. import _step_reference as ref
+from .. import _ascent_reference as ref
 from . import _registry
 from ._registry import Kernels
 

@@ -1,6 +1,6 @@
 """The input-reconstruction family (activation maximization, network inversion, class-agnostic
 visualization after Stergiou 2021), on the fused step `featvis::ascent_step` (reference:
-featvis_fast._step_reference)."""
+featvis_fast._ascent_reference)."""
 from .class_agnostic import ClassAgnostic, ClassAgnosticResult, StergiouPreset, class_agnostic
 from .invert import Inversion, invert
 from .maximize import Maximization, maximize

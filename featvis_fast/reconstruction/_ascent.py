@@ -1,5 +1,5 @@
 """The optimization state of one batch of reconstructed images, advanced by the fused step
-`featvis::ascent_step` (semantics: featvis_fast._step_reference): the parameter tensor x
+`featvis::ascent_step` (semantics: featvis_fast._ascent_reference): the parameter tensor x
 (N, C, H, W), the optimizer's float32 state, the step count, the jitter offsets of the crop the
 model sees next, and the torch.Generator every random draw comes from. `state_dict()` holds all of
 it, so a run restored from a checkpoint continues exactly as the uninterrupted one. A schedule
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .. import _backend
-from .._step_reference import OPTIMIZERS, Regularizers, crop
+from .._ascent_reference import OPTIMIZERS, Regularizers, crop
 from ..ops.ascent import ascent_step
 from ._filters import gaussian_blur
 
@@ -23,7 +23,7 @@ class StepSettings:
     """optimizer: "sgd" (momentum, FeatureVis / Mahendran & Vedaldi), "nesterov" (SGD with Nesterov
     momentum, Stergiou 2021) or "adam" (Lucid).
     normalize: divide each image's gradient by its mean magnitude. regularizers: weights on x
-    (see _step_reference). clip: (lo, hi) or None. jitter: the model sees a random
+    (see _ascent_reference). clip: (lo, hi) or None. jitter: the model sees a random
     (H - jitter, W - jitter) crop of x each step. blur_every / blur_sigma: Gaussian blur of x
     every k steps (0: never; Yosinski et al. 2015)."""
 

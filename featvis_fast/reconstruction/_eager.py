@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .._step_reference import crop, regularizer_values
+from .._ascent_reference import crop, regularizer_values
 from ..models import IMAGENET_MEAN, IMAGENET_STD
 from ._filters import gaussian_blur
 from ._gradient import capture

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-from .._step_reference import Regularizers
+from .._ascent_reference import Regularizers
 from .._validate import check_model_and_batch
 from ..models import IMAGENET_MEAN, IMAGENET_STD, extract, find_module
 from ._ascent import StepSettings

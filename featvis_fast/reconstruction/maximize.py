@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-from .._step_reference import Regularizers
+from .._ascent_reference import Regularizers
 from ..models import IMAGENET_MEAN, IMAGENET_STD, extract, find_module
 from . import objectives as obj
 from ._ascent import StepSettings
@@ -113,7 +113,7 @@ def maximize(model: torch.nn.Module, objective, steps: int = 512, *, batch: int 
 
     param: "fft" (decorrelated, Lucid's default) or "pixel"; transforms: "standard", "none" or a
     list; lr / optimizer ("adam", "sgd", "nesterov"): the update; regularizers: {"l1", "l2", "lp", "p", "tv",
-    "beta"} weights on the parameters (see featvis_fast._step_reference); jitter: a random crop
+    "beta"} weights on the parameters (see featvis_fast._ascent_reference); jitter: a random crop
     inside the fused step (pixel parameters only); blur_every / blur_sigma: a Gaussian blur of the
     parameters every k steps; normalize_grad: per-image gradient normalization; mean / std: the
     model's input normalization (ImageNet's by default); channels_last (None: on the CPU) and

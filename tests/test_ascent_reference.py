@@ -1,9 +1,9 @@
-"""The reference of the fused gradient-ascent step (featvis_fast._step_reference): regularizer
+"""The reference of the fused gradient-ascent step (featvis_fast._ascent_reference): regularizer
 gradients against autograd, the update against torch.optim, crop / uncrop as adjoints."""
 import pytest
 import torch
 
-from featvis_fast import _step_reference as ref
+from featvis_fast import _ascent_reference as ref
 
 REGS = [ref.Regularizers(l1=0.3), ref.Regularizers(l2=0.7), ref.Regularizers(lp=0.05, p=6.0),
         ref.Regularizers(lp=0.2, p=2.5), ref.Regularizers(tv=0.4, beta=2.0), ref.Regularizers(tv=0.4, beta=1.0),
