@@ -3,7 +3,7 @@
 Synthetic data (made once, in memory): N images of 112 x 112 whose K concept masks (random blobs at
 56 x 56, three categories, one left unannotated in a quarter of the images) come with them, and a
 random convolution with U units at 14 x 14 (an 8 x 8 stride-8 convolution + ReLU) as the layer.
-  ours    fv.dissect(model, "units", dataset): both passes (the forwards included), exact
+  ours    fv.dissect(model, dataset, "units"): both passes (the forwards included), exact
           streaming thresholds, the fused tally featvis::dissect_tally
   numpy   tests/_netdissect_reference.py: the same features (computed beforehand, not timed),
           numpy.quantile thresholds, then per image and per unit the upsampling, threshold and
@@ -92,11 +92,11 @@ def main() -> None:
     model = Units(a.units).to(a.device)
     data = BlobData(a.images, a.concepts)
     kw = dict(mean=(0, 0, 0), std=(1, 1, 1), progress=False)
-    fv.dissect(model, "units", BlobData(64, a.concepts), **kw)  # warm-up (extension load, first calls)
+    fv.dissect(model, BlobData(64, a.concepts), "units", **kw)  # warm-up (extension load, first calls)
     sync = torch.cuda.synchronize if a.device == "cuda" else (lambda: None)
     sync()
     t0 = time.perf_counter()
-    ours = fv.dissect(model, "units", data, **kw)
+    ours = fv.dissect(model, data, "units", **kw)
     sync()
     t_ours = time.perf_counter() - t0
 
@@ -111,7 +111,7 @@ def main() -> None:
     t_subset = time.perf_counter() - t0
     # the subset's loops cost per image what the whole run's do; its quantile is replaced by the full one
     t_numpy = (t_subset - t_quantile * m / a.images) * a.images / m + t_quantile
-    sub = fv.dissect(model, "units", data.head(m), **kw)
+    sub = fv.dissect(model, data.head(m), "units", **kw)
     same = np.array_equal(sub.intersection.numpy(), ref["intersection"]) and \
         np.array_equal(sub.thresholds.numpy(), ref["thresholds"])
     row = {"images": a.images, "units": a.units, "concepts": a.concepts, "ours_s": t_ours,

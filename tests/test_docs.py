@@ -77,3 +77,33 @@ def test_the_readme_tour_runs(tmp_path, monkeypatch):
     assert (tmp_path / "similarity.png").stat().st_size > 0
     assert scope["gb"].shape == scope["x"].shape and scope["cam"].shape == (1, 7, 7)
     assert scope["imgs"].shape[0] == 2 and scope["inv"].shape == scope["x"].shape
+
+
+def _api_objects():
+    import importlib
+    import inspect
+
+    for name in re.findall(r"^::: (\S+)", (DOCS / "api.md").read_text(), re.M):
+        module, _, attr = name.rpartition(".")
+        obj = getattr(importlib.import_module(module), attr, None)
+        if obj is not None and (inspect.isfunction(obj) or inspect.isclass(obj)):
+            yield name, obj
+
+
+@pytest.mark.parametrize("name,obj", list(_api_objects()), ids=lambda v: v if isinstance(v, str) else "")
+def test_every_api_page_entry_documents_its_arguments_and_result(name, obj):
+    """Google-style docstrings: an Args section naming every parameter, and Returns for functions."""
+    import inspect
+
+    doc = inspect.getdoc(obj) or ""
+    try:
+        params = [p for p in inspect.signature(obj).parameters if p not in ("self", "args", "kwargs")]
+    except ValueError:  # an exception class: the builtin constructor
+        params = []
+    if params:
+        assert "Args:" in doc, f"{name}: no Args section"
+        for param in params:
+            assert re.search(rf"^\s+{param}:", doc, re.M), f"{name}: Args does not describe {param!r}"
+    if inspect.isfunction(obj) and inspect.signature(obj).return_annotation not in (None, "None"):
+        assert "Returns:" in doc, f"{name}: no Returns section"
+    assert "._" not in re.sub(r"`[^`]*`", "", doc.split("Args:")[0]), f"{name}: points users into a private module"

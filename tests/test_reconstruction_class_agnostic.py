@@ -172,9 +172,9 @@ def test_the_default_penalty_is_the_last_convolution_inside_the_layer(model):
 
 @pytest.mark.parametrize("change, match", [
     (dict(layer="_blocks.99"), "unknown layer"),
-    (dict(images=torch.zeros(4, 1, 32, 32)), r"\(B, 3, H, W\)"),
-    (dict(images=torch.zeros(3, 32, 32)), r"\(B, 3, H, W\)"),
-    (dict(images=torch.zeros(1, 3, 32, 32)), "2 or more"),
+    (dict(x=torch.zeros(4, 1, 32, 32)), r"\(B, 3, H, W\)"),
+    (dict(x=torch.zeros(3, 32, 32)), r"\(B, 3, H, W\)"),
+    (dict(x=torch.zeros(1, 3, 32, 32)), "2 or more"),
     (dict(nan=True), "NaN"),
     (dict(preset="lucid"), "unknown class-agnostic preset"),
     (dict(clusters=0), "clusters must be an int >= 1"),
@@ -182,12 +182,12 @@ def test_the_default_penalty_is_the_last_convolution_inside_the_layer(model):
     (dict(steps=0), "steps must be"),
 ])
 def test_bad_arguments_give_clear_errors(model, photos, change, match):
-    kwargs = dict(layer=LAYER, images=photos[:4].clone(), **SMALL)
+    kwargs = dict(layer=LAYER, x=photos[:4].clone(), **SMALL)
     if change.pop("nan", False):
-        kwargs["images"][1, 0, 3, 3] = float("nan")
+        kwargs["x"][1, 0, 3, 3] = float("nan")
     kwargs.update(change)
     with pytest.raises(ValueError, match=match):
-        ClassAgnostic(model, kwargs.pop("images"), kwargs.pop("layer"), kwargs.pop("steps", 5), **kwargs)
+        ClassAgnostic(model, kwargs.pop("x"), kwargs.pop("layer"), kwargs.pop("steps", 5), **kwargs)
 
 
 def test_the_fused_nesterov_loop_matches_torch_optim():

@@ -17,16 +17,18 @@ import torch.nn.functional as F
 
 from .. import _backend
 from .. import _rectifier_reference as ref
+from .._deprecation import renamed_keywords
 from .._validate import check_model_and_batch
 from ..engine import (
     LayerCapture,
     RectifierRuleMode,
     Target,
     as_unit,
+    backward_seed,
     cached_cpu_memory,
+    check_grad_seed,
     fold_batch_norms,
     run_in_best_layout,
-    seed_for,
     select_output,
     select_unit,
 )
@@ -52,9 +54,10 @@ def _in_best_layout(run, x: torch.Tensor):
         return run_in_best_layout(run, x)
 
 
-def _attribute(model, x, target, rule, *, seed, backend, nonlinear, method, lrp_eps=None) -> torch.Tensor:
+def _attribute(model, x, target, rule, *, grad_seed, backend, nonlinear, method, lrp_eps=None) -> torch.Tensor:
     """d(selected)/dx with `rule` at every rectifier; x's gradient, shaped like x (contiguous)."""
     check_model_and_batch(model, x)
+    check_grad_seed(grad_seed)
     chosen = _backend.resolve_backend(backend, x.device)
 
     def run(laid_out, rewrites):
@@ -69,7 +72,7 @@ def _attribute(model, x, target, rule, *, seed, backend, nonlinear, method, lrp_
                 raise ValueError(f"{method}: the target does not depend on x")
             if lrp_eps is None:
                 fold_batch_norms(selected)
-            (grad,) = torch.autograd.grad(selected, leaf, seed_for(selected, seed))
+            (grad,) = torch.autograd.grad(selected, leaf, backward_seed(selected, grad_seed))
         del selected
         if rewrites is not None and as_unit(target) is None:  # a unit's forward stops early: consumers unknown
             rewrites.learn()
@@ -80,39 +83,93 @@ def _attribute(model, x, target, rule, *, seed, backend, nonlinear, method, lrp_
                            x)
 
 
-def saliency(model: torch.nn.Module, x: torch.Tensor, target: Target = None, *, seed: str = "onehot",
+@renamed_keywords(seed="grad_seed")
+def saliency(model: torch.nn.Module, x: torch.Tensor, target: Target = None, *, grad_seed: str = "onehot",
              abs: bool = False, backend: str | None = None) -> torch.Tensor:
-    """Plain gradient of the target w.r.t. x (Simonyan et al. 2014) -> shaped like x.
+    """Plain gradient of the target with respect to the input (Simonyan et al. 2014).
 
-    abs=True returns |gradient| (Captum Saliency's default). Rectifiers still save bit-packed
-    masks instead of activations, so the backward keeps less memory than autograd's."""
-    grad = _attribute(model, x, target, ref.BACKPROP, seed=seed, backend=backend, nonlinear="ignore",
+    Rectifiers save bit-packed masks instead of their activations, so the backward keeps less
+    memory than autograd's; the values are autograd's.
+
+    Args:
+        model: the CNN (its rectifiers are found however they are spelled; it is not modified).
+        x: inputs (B, C, H, W) (any (B, ...) works), float32 or float64, on the model's device.
+        target: what is explained, a featvis_fast.Target (None: the predicted class per sample).
+        grad_seed: "onehot" (the gradient of the selected activations' sum, Captum's) or
+            "activation" (the backward starts from the activations, FeatureVis').
+        abs: return |gradient| (Captum Saliency's default).
+        backend: kernel backend (None: the fastest for x's device).
+
+    Returns:
+        the gradient, shaped like x, in x's dtype, on x's device.
+    """
+    grad = _attribute(model, x, target, ref.BACKPROP, grad_seed=grad_seed, backend=backend, nonlinear="ignore",
                       method="saliency")
     return grad.abs() if abs else grad
 
 
-def deconvnet(model: torch.nn.Module, x: torch.Tensor, target: Target = None, *, seed: str = "onehot",
+@renamed_keywords(seed="grad_seed")
+def deconvnet(model: torch.nn.Module, x: torch.Tensor, target: Target = None, *, grad_seed: str = "onehot",
               nonlinear: str = "warn", backend: str | None = None) -> torch.Tensor:
-    """DeconvNet (Zeiler & Fergus 2014): dx = dy * (dy > 0) at every rectifier -> shaped like x."""
-    return _attribute(model, x, target, ref.DECONVNET, seed=seed, backend=backend, nonlinear=nonlinear,
+    """DeconvNet attribution (Zeiler & Fergus 2014): dx = dy * (dy > 0) at every rectifier.
+
+    Args:
+        model: the CNN (see saliency).
+        x: inputs (B, C, H, W), float32 or float64.
+        target: what is explained, a featvis_fast.Target (None: the predicted class per sample).
+        grad_seed: "onehot" or "activation" (see saliency).
+        nonlinear: what to do on a non-piecewise-linear activation (SiLU, GELU, ...), which the
+            rule does not cover: "warn" (NonPiecewiseLinearWarning), "error" or "ignore".
+        backend: kernel backend (None: the fastest for x's device).
+
+    Returns:
+        the attribution, shaped like x, in x's dtype.
+    """
+    return _attribute(model, x, target, ref.DECONVNET, grad_seed=grad_seed, backend=backend, nonlinear=nonlinear,
                       method="deconvnet")
 
 
-def guided_backprop(model: torch.nn.Module, x: torch.Tensor, target: Target = None, *, seed: str = "onehot",
+@renamed_keywords(seed="grad_seed")
+def guided_backprop(model: torch.nn.Module, x: torch.Tensor, target: Target = None, *, grad_seed: str = "onehot",
                     nonlinear: str = "warn", backend: str | None = None) -> torch.Tensor:
-    """Guided backprop (Springenberg et al. 2015): dx = dy * m * (dy > 0) at every rectifier -> like x."""
-    return _attribute(model, x, target, ref.GUIDED, seed=seed, backend=backend, nonlinear=nonlinear,
+    """Guided backpropagation (Springenberg et al. 2015): dx = dy * (y > 0) * (dy > 0) at every rectifier.
+
+    Args:
+        model: the CNN (see saliency).
+        x: inputs (B, C, H, W), float32 or float64.
+        target: what is explained, a featvis_fast.Target (None: the predicted class per sample).
+        grad_seed: "onehot" or "activation" (see saliency).
+        nonlinear: "warn", "error" or "ignore" on a non-piecewise-linear activation (see deconvnet).
+        backend: kernel backend (None: the fastest for x's device).
+
+    Returns:
+        the attribution, shaped like x, in x's dtype.
+    """
+    return _attribute(model, x, target, ref.GUIDED, grad_seed=grad_seed, backend=backend, nonlinear=nonlinear,
                       method="guided_backprop")
 
 
 def lrp(model: torch.nn.Module, x: torch.Tensor, target: Target = None, *, eps: float = 1e-3,
         nonlinear: str = "warn", backend: str | None = None) -> torch.Tensor:
-    """LRP-epsilon relevance at the input (Bach et al. 2015; FeatureVis' eps * sign(z)) -> like x.
+    """LRP-epsilon relevance at the input (Bach et al. 2015; FeatureVis' eps * sign(z) stabilizer).
 
-    The relevance that enters is the target's activation; see featvis_fast.engine.lrp_epsilon for the rules."""
+    The relevance that enters is the target's activation; convolutions and linear layers use the
+    epsilon rule, rectifiers pass relevance through (docs: Backprop attributions, LRP).
+
+    Args:
+        model: the CNN.
+        x: inputs (B, C, H, W), float32 or float64.
+        target: what is explained, a featvis_fast.Target (None: the predicted class per sample).
+        eps: the stabilizer epsilon (>= 0).
+        nonlinear: "warn", "error" or "ignore" on a non-piecewise-linear activation.
+        backend: kernel backend (None: the fastest for x's device).
+
+    Returns:
+        the relevance x * (LRP-modified gradient), shaped like x, in x's dtype.
+    """
     if not isinstance(eps, (int, float)) or not eps >= 0:
         raise ValueError(f"eps must be a number >= 0, got {eps!r}")
-    grad = _attribute(model, x, target, ref.BACKPROP, seed="onehot", backend=backend, nonlinear=nonlinear,
+    grad = _attribute(model, x, target, ref.BACKPROP, grad_seed="onehot", backend=backend, nonlinear=nonlinear,
                       method="lrp", lrp_eps=float(eps))
     return x.detach() * grad
 
@@ -122,15 +179,30 @@ def _upsample(maps: torch.Tensor, size, mode: str) -> torch.Tensor:
     return F.interpolate(maps[:, None], size=tuple(size), mode=mode, **kwargs)[:, 0]
 
 
+@renamed_keywords(seed="grad_seed")
 def gradcam(model: torch.nn.Module, x: torch.Tensor, target: Target = None, layer: str = None, *,
-            relu: bool = True, upsample: bool | str = False, call: int = 0, seed: str = "onehot",
+            relu: bool = True, upsample: bool | str = False, call: int = 0, grad_seed: str = "onehot",
             backend: str | None = None) -> torch.Tensor:
-    """Grad-CAM (Selvaraju et al. 2017) at `layer` -> (B, h, w), or (B, H, W) with upsample.
+    """Grad-CAM (Selvaraju et al. 2017) at a layer: ReLU(sum_k mean_ij(dS/dA_k) A_k).
 
-    weights_k = mean over (i, j) of dS/dA_k; map = ReLU(sum_k weights_k A_k) (relu=False keeps the
-    sign, as Captum's LayerGradCam does by default). upsample: False, True/"bilinear", or "nearest".
-    The backward stops at `layer`; nothing before it is recorded."""
+    The backward stops at `layer`; nothing before it is recorded.
+
+    Args:
+        model: the CNN.
+        x: inputs (B, C, H, W), float32 or float64.
+        target: what is explained, a featvis_fast.Target (None: the predicted class per sample).
+        layer: the module whose (B, K, h, w) output A is weighted (see featvis_fast.layer_names).
+        relu: clamp the map at 0 (False keeps the sign, as Captum's LayerGradCam does by default).
+        upsample: False (the layer's h x w), True / "bilinear" or "nearest" (to x's H x W).
+        call: which call of a module that runs several times (0: the first).
+        grad_seed: "onehot" or "activation" (see saliency).
+        backend: kernel backend (None: the fastest for x's device).
+
+    Returns:
+        the maps (B, h, w), or (B, H, W) with upsample, in x's dtype.
+    """
     check_model_and_batch(model, x)
+    check_grad_seed(grad_seed)
     if layer is None:
         raise ValueError("gradcam needs a layer name (see featvis_fast.layer_names(model))")
     chosen = _backend.resolve_backend(backend, x.device)
@@ -148,7 +220,7 @@ def gradcam(model: torch.nn.Module, x: torch.Tensor, target: Target = None, laye
             if not selected.requires_grad:
                 raise ValueError(f"gradcam: the target does not depend on layer {layer!r} (is it after the target?)")
             fold_batch_norms(selected)
-            (grads,) = torch.autograd.grad(selected, acts, seed_for(selected, seed))
+            (grads,) = torch.autograd.grad(selected, acts, backward_seed(selected, grad_seed))
         del selected
         if rewrites is not None and as_unit(target) is None:
             rewrites.learn()
@@ -162,12 +234,26 @@ def gradcam(model: torch.nn.Module, x: torch.Tensor, target: Target = None, laye
     return cam
 
 
+@renamed_keywords(seed="grad_seed")
 def guided_gradcam(model: torch.nn.Module, x: torch.Tensor, target: Target = None, layer: str = None, *,
-                   interpolate: str = "nearest", call: int = 0, seed: str = "onehot", nonlinear: str = "warn",
+                   interpolate: str = "nearest", call: int = 0, grad_seed: str = "onehot", nonlinear: str = "warn",
                    backend: str | None = None) -> torch.Tensor:
-    """Guided Grad-CAM (Selvaraju et al. 2017): guided backprop x Grad-CAM upsampled to x -> like x.
+    """Guided Grad-CAM (Selvaraju et al. 2017): guided backprop times Grad-CAM upsampled to x.
 
-    interpolate: how the (B, h, w) map is upsampled ("nearest", Captum's default, or "bilinear")."""
-    cam = gradcam(model, x, target, layer, relu=True, call=call, seed=seed, backend=backend)
-    guided = guided_backprop(model, x, target, seed=seed, nonlinear=nonlinear, backend=backend)
+    Args:
+        model: the CNN.
+        x: inputs (B, C, H, W), float32 or float64.
+        target: what is explained, a featvis_fast.Target (None: the predicted class per sample).
+        layer: the Grad-CAM layer (see gradcam).
+        interpolate: how the (B, h, w) map is upsampled: "nearest" (Captum's default) or "bilinear".
+        call: which call of a module that runs several times (0: the first).
+        grad_seed: "onehot" or "activation" (see saliency).
+        nonlinear: "warn", "error" or "ignore" on a non-piecewise-linear activation.
+        backend: kernel backend (None: the fastest for x's device).
+
+    Returns:
+        the attribution, shaped like x, in x's dtype.
+    """
+    cam = gradcam(model, x, target, layer, relu=True, call=call, grad_seed=grad_seed, backend=backend)
+    guided = guided_backprop(model, x, target, grad_seed=grad_seed, nonlinear=nonlinear, backend=backend)
     return guided * _upsample(cam, x.shape[-2:], interpolate)[:, None]

@@ -41,7 +41,7 @@ def build_units(args: argparse.Namespace, model, preprocess, device) -> tuple[li
     units = []
     for k, chunk in enumerate(chunks(list(range(clusters)), args.batch)):
         # every unit clusters with the job's seed (the same facets); the optimization draws nothing
-        units.append(jobs.Unit(k, [f"cluster-{c:02d}" for c in chunk],
+        units.append(jobs.WorkUnit(k, [f"cluster-{c:02d}" for c in chunk],
                                lambda seed, chunk=chunk: ClassAgnostic(model, x, args.layer, only=chunk, **settings)))
     described = {**common_settings(args), "method": "class-agnostic", "images": paths, "layer": args.layer,
                  "clusters": args.clusters, "per_cluster": args.per_cluster, "top_channels": args.top_channels,

@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
     device = job_device() if args.device is None else torch.device(args.device)
     model, preprocess = load_model(args.model, device=device)
     data = FolderDataset(args.data, transform=lambda im: preprocess(im, size=args.size)[0], batch_size=args.batch)
-    result = dissect(model, args.layer, data, quantile=args.quantile, iou_threshold=args.iou_threshold,
+    result = dissect(model, data, args.layer, quantile=args.quantile, iou_threshold=args.iou_threshold,
                      top_n=args.top, mean=IMAGENET_MEAN, std=IMAGENET_STD, backend=args.backend,
                      progress=not args.no_progress)
     if rank != 0:

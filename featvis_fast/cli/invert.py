@@ -20,7 +20,7 @@ def build_units(args: argparse.Namespace, model, preprocess, device) -> tuple[li
     units = []
     for k, chunk in enumerate(chunks(images, args.batch)):
         x = torch.cat([t for _, t in chunk]).to(device)
-        units.append(jobs.Unit(k, [n for n, _ in chunk],
+        units.append(jobs.WorkUnit(k, [n for n, _ in chunk],
                                lambda seed, x=x: Inversion(model, x, args.layer, seed=seed, settings=settings,
                                                            backend=args.backend, autocast=args.autocast,
                                                            cuda_graph=args.cuda_graph)))

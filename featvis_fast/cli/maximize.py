@@ -7,8 +7,8 @@ import functools
 import torch
 
 from .. import jobs
+from ..reconstruction import StepSettings
 from ..reconstruction import objectives as obj
-from ..reconstruction._ascent import StepSettings
 from ..reconstruction.maximize import Maximization, resolve_many
 from . import options
 from .job import chunks, common_settings, run_units, safe_name
@@ -40,7 +40,7 @@ def build_units(args: argparse.Namespace, model, preprocess, device) -> tuple[li
             return Maximization(model, goal, size=args.size, param=args.param, transforms=args.transforms, seed=seed,
                                 settings=settings, backend=args.backend, autocast=args.autocast,
                                 cuda_graph=args.cuda_graph)
-        units.append(jobs.Unit(k, [safe_name(t) for t in chunk], build))
+        units.append(jobs.WorkUnit(k, [safe_name(t) for t in chunk], build))
     described = {**common_settings(args), "method": "maximize", "targets": targets, "param": args.param,
                  "transforms": args.transforms, "optimizer": args.optimizer, "lr": args.lr, "jitter": args.jitter}
     return units, described

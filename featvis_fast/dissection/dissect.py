@@ -21,6 +21,7 @@ from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 from tqdm.auto import tqdm
 
 from .. import _backend
+from .._deprecation import warn_renamed
 from ..engine import cached_cpu_memory, extract, find_module, rewritten_forward
 from ..models import IMAGENET_MEAN, IMAGENET_STD
 from ..ops.dissection import dissect_tally
@@ -197,19 +198,24 @@ def _agree(value):
     return next((p for p in parts if p is not None), None)
 
 
-def dissect(model: torch.nn.Module, layer: str, dataset: Iterable, quantile: float = 0.005,
+def dissect(model: torch.nn.Module, dataset: Iterable, layer: str, quantile: float = 0.005,
             iou_threshold: float = 0.04, batch_size: int | None = None, *, top_n: int = 8,
             mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD,
             backend: str | None = None,
             progress: bool = True) -> DissectionResult:
-    """Dissect `layer` of `model` on `dataset` -> DissectionResult.
+    """Network Dissection (Bau et al. 2017): dissect `layer` of `model` on `dataset` -> DissectionResult.
+
+    The arguments come in the order every method takes them: model, inputs (here the dataset),
+    layer. The 0.1 order dissect(model, layer, dataset) still works for one release, with a
+    DeprecationWarning.
 
     Args:
         model: the network (eval mode is set for the run and restored).
-        layer: the module name whose (B, U, h, w) output is dissected.
         dataset: batches of (images (B, 3, H, W), masks (B, K, h, w) bool, annotated (B, K) bool)
             with `concepts` (see featvis_fast.dissection.data), or a torch DataLoader
             (shuffle=False) over single images whose dataset has `concepts`.
+        layer: the module name whose (B, U, h, w) output is dissected (its channels are
+            NetDissect's "units").
         quantile: each unit's top activation quantile (NetDissect: 0.005).
         iou_threshold: the IoU from which a unit counts as interpretable.
         batch_size: images per forward (default: the dataset's batches).
@@ -223,6 +229,11 @@ def dissect(model: torch.nn.Module, layer: str, dataset: Iterable, quantile: flo
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(dataset, str) and not isinstance(layer, str):  # the 0.1 order (model, layer, dataset)
+        warn_renamed("dissect(model, layer, dataset)", "dissect(model, dataset, layer)")
+        dataset, layer = layer, dataset
+    if not isinstance(layer, str):
+        raise TypeError(f"layer must be a module name (str), got {type(layer).__name__}")
     if not 0 < quantile < 1:
         raise ValueError(f"quantile must be in (0, 1), got {quantile!r}")
     if not 0 < iou_threshold <= 1:

@@ -25,11 +25,12 @@ from .layout import VIEW_ERROR, best_layout, is_layout_error, prefers_channels_l
 from .lean import fold_batch_norms
 from .rewrites import set_forward_rewrites
 from .rule_mode import NonPiecewiseLinearWarning, RectifierRuleMode
-from .targets import SEEDS, Target, Unit, as_unit, seed_for, select_output, select_unit
+from .targets import GRAD_SEEDS, Target, Unit, as_unit, backward_seed, check_grad_seed, select_output, select_unit
 
 __all__ = [
-    "LayerCapture", "NonPiecewiseLinearWarning", "RectifierRuleMode", "SEEDS", "StopForward", "Target", "Unit",
-    "VIEW_ERROR", "as_unit", "best_layout", "cached_cpu_memory", "cpu_cache_stats", "empty_cpu_cache", "extract",
-    "find_module", "fold_batch_norms", "is_layout_error", "prefers_channels_last", "rewritten_forward",
-    "run_in_best_layout", "seed_for", "select_output", "select_unit", "set_forward_rewrites",
+    "GRAD_SEEDS", "LayerCapture", "NonPiecewiseLinearWarning", "RectifierRuleMode", "StopForward", "Target", "Unit",
+    "VIEW_ERROR", "as_unit", "backward_seed", "best_layout", "cached_cpu_memory", "check_grad_seed",
+    "cpu_cache_stats", "empty_cpu_cache", "extract", "find_module", "fold_batch_norms", "is_layout_error",
+    "prefers_channels_last", "rewritten_forward", "run_in_best_layout", "select_output", "select_unit",
+    "set_forward_rewrites",
 ]

@@ -33,13 +33,22 @@ def _resolve_modules(model: torch.nn.Module, layers: Sequence[str]) -> dict[str,
 
 def extract(model: torch.nn.Module, x: torch.Tensor, layer: str | Sequence[str], call: int = 0,
             grad: bool = False) -> torch.Tensor | dict[str, torch.Tensor]:
-    """Output of one layer (B, C, h, w), or a dict of outputs for a list of layer names.
+    """The output of one layer, or of several, on input x.
 
-    call: which call of the module to capture when the forward pass runs it several times
-    (EfficientNet's shared activation modules): 0 = the first (default), k = the k-th (0-based),
-    -1 = the last. The forward pass stops right after the last requested output is captured
-    (with call=-1 it must run to the end). Outputs are cloned unless the pass stops right
-    there, so a later inplace op cannot change them. grad=False runs under torch.no_grad().
+    The forward pass stops right after the last requested output is captured (with call=-1 it
+    must run to the end). Outputs are cloned unless the pass stops right there, so a later
+    in-place op cannot change them.
+
+    Args:
+        model: the network.
+        x: its input, e.g. (B, C, H, W).
+        layer: a module name or a list of them (see featvis_fast.layer_names).
+        call: which call of a module the forward runs several times (EfficientNet's shared
+            activations): 0 the first, k the k-th (0-based), -1 the last.
+        grad: keep the autograd graph (False runs under torch.no_grad()).
+
+    Returns:
+        the layer's output, e.g. (B, C, h, w), or {name: output} for a list of names.
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor (B, 3, H, W), got {type(x).__name__}")

@@ -44,7 +44,11 @@ def cached_cpu_memory(device: torch.device | str = "cpu"):
 
 
 def empty_cpu_cache() -> None:
-    """Release every CPU block the attribution cache holds."""
+    """Release every CPU block the attribution methods' caching allocator holds.
+
+    The cache lives only while a method runs and keeps at most its largest working set; call this
+    to hand that memory back to the system between calls.
+    """
     ext = _extension()
     if ext is not None:
         ext.cache_empty()

@@ -8,7 +8,7 @@ target:
                     may be any structure (a tuple, a dict) the model returns
   Unit / tuple      an intermediate unit: ("layer name", channel) or ("layer name", channel, (i, j));
                     the forward pass stops right after that layer
-seed:
+grad_seed (what the backward pass starts from; not an RNG seed, which `seed=` is elsewhere):
   "onehot"          gradient of the selected activations' sum (Captum's convention)
   "activation"      the backward starts from the selected activations themselves (FeatureVis:
                     dzdy = the measured map), i.e. the gradient of half their squared sum
@@ -20,13 +20,22 @@ from dataclasses import dataclass
 
 import torch
 
-SEEDS = ("onehot", "activation")
+GRAD_SEEDS = ("onehot", "activation")
 
 
 @dataclass(frozen=True)
 class Unit:
-    """An intermediate unit: channel `channel` of module `layer`'s output, its whole map or one
-    `position` (i, j) in it. `call` picks the call of a module that runs several times (0 = first)."""
+    """An attribution target inside the model: one channel of a layer's output.
+
+    Not a job's work unit (featvis_fast.jobs.WorkUnit), nor a dissected channel (which
+    NetDissect also calls a unit). A tuple ("layer", channel[, (i, j)]) means the same.
+
+    Args:
+        layer: the module name (see featvis_fast.layer_names).
+        channel: the channel index in the layer's (B, C, ...) output.
+        position: None (the channel's whole map, summed) or (i, j) (one position in it).
+        call: which call of a module that runs several times (0: the first).
+    """
 
     layer: str
     channel: int
@@ -35,6 +44,9 @@ class Unit:
 
 
 Target = int | torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | Unit | tuple | None
+"""What a method explains (the `target` argument of every attribution and perturbation method):
+None (the predicted class per sample), an int class, a LongTensor (B,) of classes, a callable
+output -> (B,) scores, or a Unit / ("layer", channel[, (i, j)]) inside the model."""
 
 
 def as_unit(target: Target) -> Unit | None:
@@ -103,9 +115,23 @@ def select_output(output: torch.Tensor, target: Target) -> torch.Tensor:
     return flat.gather(1, index.long()[:, None])[:, 0]
 
 
-def seed_for(selected: torch.Tensor, seed: str) -> torch.Tensor:
-    if seed == "onehot":
+def check_grad_seed(grad_seed: str) -> str:
+    """grad_seed if it is one of GRAD_SEEDS, else ValueError (checked before any pass runs)."""
+    if grad_seed not in GRAD_SEEDS:
+        raise ValueError(f"grad_seed must be one of {GRAD_SEEDS}, got {grad_seed!r}")
+    return grad_seed
+
+
+def backward_seed(selected: torch.Tensor, grad_seed: str) -> torch.Tensor:
+    """The tensor the backward pass starts from (autograd's grad_outputs).
+
+    Args:
+        selected: the activations the target selects, (B,) or (B, ...).
+        grad_seed: "onehot" (ones: the gradient of their sum) or "activation" (the activations).
+
+    Returns:
+        a tensor shaped like selected.
+    """
+    if check_grad_seed(grad_seed) == "onehot":
         return torch.ones_like(selected)
-    if seed == "activation":
-        return selected.detach().clone()
-    raise ValueError(f"seed must be one of {SEEDS}, got {seed!r}")
+    return selected.detach().clone()

@@ -17,11 +17,13 @@ on one image instead of once per window.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from .. import _backend
 from .._validate import check_model_and_batch
-from ..engine import best_layout, cached_cpu_memory, find_module, rewritten_forward
+from ..engine import Target, best_layout, cached_cpu_memory, find_module, rewritten_forward
 from ..ops import perturbation as ops
 from . import _chunks, _targets, _windows
 from ._fills import make_fill
@@ -102,20 +104,47 @@ def _items(boxes: torch.Tensor, batch: int, channels: int, per_channel: bool):
     return b.to(torch.int32), occ, acc
 
 
-def occlusion(model: torch.nn.Module, x: torch.Tensor, target=None, window=32, stride=16, *, fill=0.0,
-              measure="score", layer: str | None = None, positions: str = "inside", per_channel: bool = False,
-              blur_sigma: float = 8.0, generator: torch.Generator | None = None, batch_size: int | None = None,
-              progress: bool = True, backend: str | None = None) -> torch.Tensor:
-    """Occlusion sensitivity of x (B, C, H, W) -> (B, H, W), or (B, C, H, W) with per_channel=True
-    (windows then occlude one channel at a time), on x's device; for layer="name" the maps are
-    (B, h, w) in that layer's cells.
+def occlusion(model: torch.nn.Module, x: torch.Tensor, target: Target = None, window: int | Sequence = 32,
+              stride: int | Sequence = 16, *, fill: float | str | Sequence[float] | torch.Tensor = 0.0,
+              measure: str | tuple[str, int | None] = "score", layer: str | None = None,
+              positions: str = "inside", per_channel: bool = False, blur_sigma: float = 8.0,
+              generator: torch.Generator | None = None, batch_size: int | None = None, progress: bool = True,
+              backend: str | None = None) -> torch.Tensor:
+    """Occlusion sensitivity (Zeiler & Fergus 2014): the score drop when a window is occluded.
 
-    target: None (predicted class), a class index, a LongTensor (B,), or a callable on the output
-    (measure="score" only). window / stride: int, (h, w), or lists of them for several specs.
-    fill: number, per-channel values, tensor, "mean", "blur" (blur_sigma) or "noise" (generator);
-    see featvis_fast.perturbation._fills. positions: "inside" (Captum) or "overhang" (FeatureVis);
-    see _windows. batch_size=None: the largest batch that fits (see _chunks).
-    The maps are float64 for a float64 model and input (every step in float64), else float32."""
+    measure="score" (Captum's Occlusion): a window's value is the target score of x minus that
+    of the occluded copy, and a pixel gets the mean over the windows covering it (0 where none
+    does). A layer measure (FeatureVis'): the value is the Frobenius norm of the change of one
+    filter's map, and a pixel gets the sum over its windows. Several window specs are each
+    divided by their largest absolute value per image, summed and divided again (FeatureVis).
+
+    Args:
+        model: the CNN.
+        x: inputs (B, C, H, W), float32 or float64.
+        target: a featvis_fast.Target at the output: None (predicted class), a class index, a
+            LongTensor (B,) or a callable on the output (measure="score" only).
+        window: the window size: an int, (h, w), or a list of them for several window specs.
+        stride: the windows' stride, in the same forms.
+        fill: what occluded pixels become: a number, per-channel values, a tensor like x,
+            "mean" (each image's per-channel mean, FeatureVis'), "blur" (Gaussian, blur_sigma) or
+            "noise" (each image's per-channel mean and std, from generator).
+        measure: "score" (the target's output), a layer name (the filter of that layer with the
+            largest change, per image) or (layer name, filter).
+        layer: occlude this layer's output instead of the input; windows and maps are then in
+            the layer's (h, w) cells.
+        positions: "inside" (windows stay inside the image, Captum's) or "overhang" (they may run
+            over the edge, FeatureVis').
+        per_channel: occlude one channel at a time (maps (B, C, H, W)).
+        blur_sigma: the blur fill's sigma in pixels.
+        generator: the RNG of the noise fill.
+        batch_size: occluded images per forward (None: the largest batch that fits in memory).
+        progress: a tqdm bar.
+        backend: kernel backend (None: the fastest for x's device).
+
+    Returns:
+        the maps (B, H, W) on x's device ((B, C, H, W) with per_channel; (B, h, w) with layer),
+        float64 for a float64 model and input (every step in float64), else float32.
+    """
     check_model_and_batch(model, x)
     if x.dim() != 4:
         raise ValueError(f"occlusion needs images (B, C, H, W), got shape {tuple(x.shape)}")

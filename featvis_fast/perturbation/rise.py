@@ -10,13 +10,14 @@ The masks come from `generator` (or `seed`) on the CPU, so a seed gives the same
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from numbers import Real
 
 import torch
 
 from .. import _backend
 from .._validate import check_model_and_batch
-from ..engine import best_layout, cached_cpu_memory
+from ..engine import Target, best_layout, cached_cpu_memory
 from ..ops import perturbation as ops
 from . import _chunks, _targets
 from ._fills import make_fill
@@ -41,13 +42,32 @@ def _grid(grid) -> tuple[int, int]:
     return g
 
 
-def rise(model: torch.nn.Module, x: torch.Tensor, target=None, n_masks: int = 4000, grid=7, p: float = 0.5, *,
-         seed: int = 0, generator: torch.Generator | None = None, fill=0.0, activation: str | None = "softmax",
+def rise(model: torch.nn.Module, x: torch.Tensor, target: Target = None, n_masks: int = 4000,
+         grid: int | tuple[int, int] = 7, p: float = 0.5, *, seed: int = 0, generator: torch.Generator | None = None,
+         fill: float | str | Sequence[float] | torch.Tensor = 0.0, activation: str | None = "softmax",
          batch_size: int | None = None, progress: bool = True, backend: str | None = None) -> torch.Tensor:
-    """RISE saliency of x (B, C, H, W) -> (B, H, W) on x's device. target: None (predicted class),
-    a class index, a LongTensor (B,) or a callable on the output (then activation is not applied).
-    fill: what masked-out pixels become (0, the paper's, by default; see _fills).
-    The map is float64 for a float64 model and input (masks, scores and sums in float64), else float32."""
+    """RISE saliency (Petsiuk et al. 2018): the score-weighted mean of random upsampled masks.
+
+    Args:
+        model: the CNN.
+        x: inputs (B, C, H, W), float32 or float64.
+        target: a featvis_fast.Target at the output: None (predicted class), a class index, a
+            LongTensor (B,) or a callable on the output (then activation is not applied).
+        n_masks: the number of random masks.
+        grid: the masks' coarse grid, an int or (h, w) (the paper's 7).
+        p: the probability that a grid cell is kept.
+        seed: RNG seed of the masks (used when generator is None).
+        generator: a torch.Generator for the masks (overrides seed).
+        fill: what masked-out pixels become (0, the paper's, or any occlusion fill).
+        activation: "softmax" (the paper's probabilities) or None (raw scores).
+        batch_size: masked images per forward (None: the largest batch that fits in memory).
+        progress: a tqdm bar.
+        backend: kernel backend (None: the fastest for x's device).
+
+    Returns:
+        the saliency maps (B, H, W) on x's device, float64 for a float64 model and input (masks,
+        scores and sums in float64), else float32.
+    """
     check_model_and_batch(model, x)
     if x.dim() != 4:
         raise ValueError(f"rise needs images (B, C, H, W), got shape {tuple(x.shape)}")

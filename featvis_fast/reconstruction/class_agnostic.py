@@ -60,6 +60,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .._deprecation import renamed_keywords
 from ..models import IMAGENET_MEAN, IMAGENET_STD, find_module
 from ._ascent import StepSettings
 from ._clusters import Facets, blend, find_facets, gap_features
@@ -190,19 +191,20 @@ def _check_count(name: str, value) -> int:
 
 
 class ClassAgnostic(Reconstruction):
-    """One image per facet of `images` (B, 3, H, W normalized model inputs) at `layer`, step by
+    """One image per facet of `x` (B, 3, H, W normalized model inputs) at `layer`, step by
     step (see _run.Reconstruction; `steps` sets the schedules' length). The constructor finds the
     facets: `facets`, `targets` (K, C), `channels` (K, top). only: the clusters this run
     optimizes (default all; a job shards them; each cluster's image does not depend on the
     others); `initial` (len(only), 3, size, size) is their start in the model's input space."""
 
-    def __init__(self, model: torch.nn.Module, images: torch.Tensor, layer: str, steps: int = 2001, *,
+    @renamed_keywords(images="x")
+    def __init__(self, model: torch.nn.Module, x: torch.Tensor, layer: str, steps: int = 2001, *,
                  preset: str | StergiouPreset = "stergiou", size: int = 512, clusters: int = 10,
                  per_cluster: int = 10, top_channels: int = 50, pca: int = 50, penalty: str | None = None,
                  seed: int = 0, mean=IMAGENET_MEAN, std=IMAGENET_STD, backend: str | None = None,
                  only: list[int] | None = None) -> None:
         device = check_model(model)
-        images = _check_images(images)
+        x = _check_images(x)
         check_steps(steps)
         for name, value in (("size", size), ("clusters", clusters), ("per_cluster", per_cluster),
                             ("top_channels", top_channels), ("pca", pca)):
@@ -217,7 +219,7 @@ class ClassAgnostic(Reconstruction):
         penalty = default_penalty(model, layer) if penalty is None else penalty
         find_module(model, penalty)
         self.model, self.layer, self.penalty, self.steps, self.preset = model, layer, penalty, steps, preset
-        x = images.detach().to(device=device, dtype=torch.float32)
+        x = x.detach().to(device=device, dtype=torch.float32)
         if tuple(x.shape[-2:]) != (size, size):
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
         with eval_mode(model):
@@ -327,16 +329,40 @@ class ClassAgnosticResult:
     scores: torch.Tensor
 
 
-def class_agnostic(model: torch.nn.Module, images: torch.Tensor, layer: str, steps: int = 2001, *,
+@renamed_keywords(images="x")
+def class_agnostic(model: torch.nn.Module, x: torch.Tensor, layer: str, steps: int = 2001, *,
                    preset: str | StergiouPreset = "stergiou", size: int = 512, clusters: int = 10,
                    per_cluster: int = 10, top_channels: int = 50, pca: int = 50, penalty: str | None = None,
-                   seed: int = 0, mean=IMAGENET_MEAN, std=IMAGENET_STD, backend: str | None = None,
+                   seed: int = 0, mean: tuple[float, ...] = IMAGENET_MEAN,
+                   std: tuple[float, ...] = IMAGENET_STD, backend: str | None = None,
                    progress: bool = True) -> ClassAgnosticResult:
-    """Class-agnostic visualization of `layer` from images (B >= 2, 3, H, W normalized model inputs):
-    one (3, size, size) image per cluster of the images' features (see the module docstring) ->
-    ClassAgnosticResult. penalty: the module whose input gets the L1 penalty (default: the last
-    convolution inside `layer`); preset: "stergiou" or a StergiouPreset."""
-    run = ClassAgnostic(model, images, layer, steps, preset=preset, size=size, clusters=clusters,
+    """Class-agnostic visualization (Stergiou 2021) of `layer` from a set of images: one image per
+    cluster of the images' features (see the module docstring).
+
+    Args:
+        model: the CNN (eval mode).
+        x: (B >= 2, 3, H, W) normalized model inputs (0.1 called this `images=`; still accepted,
+            with a DeprecationWarning).
+        layer: the module whose features are clustered and maximized.
+        steps: optimization steps per cluster image.
+        preset: "stergiou" or a StergiouPreset.
+        size: the side of the (size, size) output images.
+        clusters: k-means clusters (at most B).
+        per_cluster: images blended into each cluster's target.
+        top_channels: channels kept per target.
+        pca: PCA components before t-SNE.
+        penalty: the module whose input gets the L1 penalty (default: the last convolution
+            inside `layer`).
+        seed: RNG seed of the clustering (t-SNE, k-means).
+        mean: the input normalization's per-channel mean.
+        std: the input normalization's per-channel standard deviation.
+        backend: kernel backend (None: the fastest for the device).
+        progress: a tqdm bar.
+
+    Returns:
+        ClassAgnosticResult: images (K, 3, size, size) in [0, 1] and what made them.
+    """
+    run = ClassAgnostic(model, x, layer, steps, preset=preset, size=size, clusters=clusters,
                         per_cluster=per_cluster, top_channels=top_channels, pca=pca, penalty=penalty, seed=seed,
                         mean=mean, std=std, backend=backend)
     with tqdm(total=steps, desc="class-agnostic", disable=not progress, leave=False) as bar:

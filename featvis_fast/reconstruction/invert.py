@@ -97,12 +97,35 @@ class Inversion(Reconstruction):
 
 def invert(model: torch.nn.Module, x: torch.Tensor, layer: str, steps: int = 100, *, preset: str = "featurevis",
            p: float = 6.0, lp: float | None = None, tv: float | None = None, lr: float = 0.25, momentum: float = 0.9,
-           seed: int = 0, mean=IMAGENET_MEAN, std=IMAGENET_STD, backend: str | None = None,
+           seed: int = 0, mean: tuple[float, ...] = IMAGENET_MEAN,
+           std: tuple[float, ...] = IMAGENET_STD, backend: str | None = None,
            channels_last: bool | None = None, autocast: str | None = None, cuda_graph: bool = False,
            progress: bool = True) -> torch.Tensor:
-    """Reconstruct x (N, 3, H, W normalized model inputs) from its features at `layer` -> (N, 3, H, W)
-    in [0, 1]. preset "featurevis" (the module docstring); lp / tv override its weights;
-    channels_last, autocast, cuda_graph: how the model runs (see _gradient.GradientFunction)."""
+    """Network inversion (Mahendran & Vedaldi 2015): images whose features at `layer` match x's.
+
+    Args:
+        model: the CNN (eval mode).
+        x: (N, 3, H, W) normalized model inputs whose features are matched.
+        layer: the module whose output is matched.
+        steps: optimization steps (FeatureVis: 100).
+        preset: "featurevis" (FelixGruen/featurevis' regularizers and schedule).
+        p: the p of the p-norm regularizer.
+        lp: the p-norm weight (None: the preset's).
+        tv: the total-variation weight (None: the preset's).
+        lr: the step size.
+        momentum: SGD momentum.
+        seed: RNG seed of the noise start.
+        mean: the model's input normalization mean.
+        std: the input normalization's standard deviation.
+        backend: kernel backend of the fused step.
+        channels_last: run the model channels-last (None: on the CPU).
+        autocast: "bf16" or "fp16" to run the model under autocast.
+        cuda_graph: replay the model part of each step from a CUDA graph.
+        progress: a tqdm bar.
+
+    Returns:
+        the reconstructions (N, 3, H, W) in [0, 1] on the model's device.
+    """
     check_steps(steps)
     if preset not in PRESETS:
         raise ValueError(f"unknown inversion preset {preset!r}; choose one of {', '.join(PRESETS)}")

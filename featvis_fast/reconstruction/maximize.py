@@ -101,24 +101,44 @@ class Maximization(Reconstruction):
                    self.param.image_of, backend, channels_last=channels_last, autocast=autocast, cuda_graph=cuda_graph)
 
 
-def maximize(model: torch.nn.Module, objective, steps: int = 512, *, batch: int | None = None, size=224,
-             param: str = "fft", transforms="standard", seed: int = 0, lr: float = 0.05, optimizer: str = "adam",
-             regularizers=None, jitter: int = 0, blur_every: int = 0, blur_sigma: float = 0.5,
-             normalize_grad: bool = False, mean=IMAGENET_MEAN, std=IMAGENET_STD, backend: str | None = None,
+def maximize(model: torch.nn.Module, objective: obj.Objective | str | list, steps: int = 512, *,
+             batch: int | None = None, size: int | tuple[int, int] = 224, param: str = "fft",
+             transforms: str | list = "standard", seed: int = 0, lr: float = 0.05, optimizer: str = "adam",
+             regularizers: dict | None = None, jitter: int = 0, blur_every: int = 0, blur_sigma: float = 0.5,
+             normalize_grad: bool = False, mean: tuple[float, ...] = IMAGENET_MEAN,
+             std: tuple[float, ...] = IMAGENET_STD, backend: str | None = None,
              channels_last: bool | None = None, autocast: str | None = None, cuda_graph: bool = False,
              progress: bool = True) -> torch.Tensor:
-    """Images that maximize `objective` (an Objective or a string: "layer:37", "layer:*",
-    "class:285", "a:1 - 0.5*b"; see objectives; or a list of those: image i maximizes item i, as
-    objectives.Each) -> (N, 3, H, W) in [0, 1] on the model's device.
+    """Activation maximization (Erhan et al. 2009; Olah et al. 2017, Lucid's defaults).
 
-    param: "fft" (decorrelated, Lucid's default) or "pixel"; transforms: "standard", "none" or a
-    list; lr / optimizer ("adam", "sgd", "nesterov"): the update; regularizers: {"l1", "l2", "lp", "p", "tv",
-    "beta"} weights on the parameters (see featvis_fast._ascent_reference); jitter: a random crop
-    inside the fused step (pixel parameters only); blur_every / blur_sigma: a Gaussian blur of the
-    parameters every k steps; normalize_grad: per-image gradient normalization; mean / std: the
-    model's input normalization (ImageNet's by default); channels_last (None: on the CPU) and
-    autocast ("bf16", "fp16"), cuda_graph (replay the model part from a CUDA graph): how the model
-    runs (see _gradient.GradientFunction)."""
+    Args:
+        model: the CNN (eval mode).
+        objective: what to maximize: an Objective or a string ("layer:37", "layer:*" for every
+            channel, "class:285", "a:1 - 0.5*b:3"), or a list of those (image i maximizes item i).
+        steps: optimization steps.
+        batch: images optimized together (None: what the objective asks for).
+        size: the output side, an int or (H, W).
+        param: "fft" (decorrelated Fourier parameters, Lucid's default) or "pixel".
+        transforms: "standard" (Lucid's pad, jitter, scale, rotate), "none" or a list of transforms.
+        seed: RNG seed of the start and the transforms.
+        lr: the step size.
+        optimizer: "adam", "sgd" or "nesterov".
+        regularizers: {"l1", "l2", "lp", "p", "tv", "beta"} weights on the parameters.
+        jitter: a random crop of this many pixels inside the fused step (pixel parameters only).
+        blur_every: blur the parameters every this many steps (0: never).
+        blur_sigma: that blur's sigma.
+        normalize_grad: divide each image's gradient by its mean magnitude.
+        mean: the model's input normalization mean (ImageNet's by default).
+        std: the input normalization's standard deviation.
+        backend: kernel backend of the fused step (None: the fastest for the model's device).
+        channels_last: run the model channels-last (None: on the CPU).
+        autocast: "bf16" or "fp16" to run the model under autocast (None: full precision).
+        cuda_graph: replay the model part of each step from a CUDA graph.
+        progress: a tqdm bar.
+
+    Returns:
+        the images (N, 3, H, W) in [0, 1] on the model's device.
+    """
     check_steps(steps)
     settings = StepSettings(optimizer=optimizer, lr=lr, regularizers=regularizers_from(regularizers), jitter=jitter,
                             blur_every=blur_every, blur_sigma=blur_sigma, normalize=normalize_grad)
