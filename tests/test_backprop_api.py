@@ -128,7 +128,7 @@ def test_targets_index_tensor_callable_and_none_agree(model, x):
 
 def test_activation_seed_scales_by_the_activation(model, x):
     onehot = fv.saliency(model, x, TARGET)
-    seeded = fv.saliency(model, x, TARGET, seed="activation")
+    seeded = fv.saliency(model, x, TARGET, grad_seed="activation")
     logits = model(x).gather(1, TARGET[:, None])[:, 0].detach()
     assert_close(seeded, onehot * logits[:, None, None, None])
 
@@ -166,7 +166,7 @@ def test_unit_targets_stop_at_the_layer(model, x):
     (dict(target=("body.2", 99)), "channel 99 is out of range"),
     (dict(target=("body.2", 1, (40, 0))), "position .* out of range"),
     (dict(target=lambda out: out.sum()), "callable target must return"),
-    (dict(target=0, seed="bogus"), "seed must be one of"),
+    (dict(target=0, grad_seed="bogus"), "grad_seed must be one of"),
 ])
 def test_bad_targets_give_clear_errors(model, x, bad, match):
     with pytest.raises((ValueError, TypeError), match=match):

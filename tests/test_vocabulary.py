@@ -135,3 +135,14 @@ def test_jobs_unit_is_the_work_unit_under_its_old_name():
         assert jobs.WorkUnit(0, ["a"], lambda seed: None).names == ["a"]
     with pytest.raises(AttributeError, match="no attribute 'Nothing'"):
         jobs.Nothing  # noqa: B018
+
+
+def test_similarity_overlay_under_its_old_cli_name():
+    from featvis_fast import cli, similarity
+
+    with pytest.warns(DeprecationWarning, match=r"featvis_fast.cli.similarity_overlay is deprecated.*"
+                                                r"featvis_fast.similarity.similarity_overlay"):
+        old = cli.similarity_overlay
+    assert old is similarity.similarity_overlay
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        cli.nothing  # noqa: B018

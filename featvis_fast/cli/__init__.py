@@ -10,6 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from .._deprecation import warn_renamed
 from . import backends, class_agnostic, demo, dissect, export_ifealid, invert, maximize, serve, similarity
 
 COMMANDS = (similarity, demo, export_ifealid, serve, maximize, invert, class_agnostic, dissect, backends)
@@ -39,3 +40,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError, RuntimeError, OSError) as exc:
         print(f"featvis: error: {exc}", file=sys.stderr)
         return 2
+
+
+def __getattr__(name: str):
+    if name == "similarity_overlay":  # lived here in 0.1
+        warn_renamed("featvis_fast.cli.similarity_overlay", "featvis_fast.similarity.similarity_overlay",
+                     stacklevel=2)
+        from ..similarity import similarity_overlay
+        return similarity_overlay
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -27,7 +27,7 @@ def _save(ctx, keep, z, eps):
 
 
 def _incoming(ctx, grad):
-    """The backward signal, scaled by LRP's epsilon ratio when one was saved (see _lrp)."""
+    """The backward signal, scaled by LRP's epsilon ratio when one was saved (see lrp_epsilon)."""
     keep, factor = ctx.saved_tensors
     return keep, (grad if factor is None else grad * factor)
 
@@ -117,7 +117,7 @@ class _EvalBatchNorm(torch.autograd.Function):
     dtype; then two products), with the two (1, C, 1, ...) factors the only thing saved. The
     forward is torch's own kernel, so its values are bit-identical to plain PyTorch's: a rectifier
     after it sees the same signs, and the gradient that flows back is PyTorch's, digit for digit.
-    inplace: the result is written into x (its producer's only consumer; see _rewrites), by the
+    inplace: the result is written into x (its producer's only consumer; see rewrites), by the
     same kernel."""
 
     @staticmethod

@@ -72,7 +72,7 @@ def set_forward_rewrites(enabled: bool) -> bool:
 
 
 class Plan:
-    """What calls on one model taught: layer key -> its output's one consumer (see _rewrite_calls)."""
+    """What calls on one model taught: layer key -> its output's one consumer (see rewrite_calls)."""
 
     def __init__(self) -> None:
         self.rewrites: dict[tuple, object] = {}

@@ -35,9 +35,9 @@ class RectifierRuleMode(TorchFunctionMode):
     op that saves a bit-packed mask and backpropagates with `rule` (ref.BACKPROP / DECONVNET / GUIDED).
 
     lean: detach parameters and use the input-gradient-only conv / linear / batch-norm functions
-    (see _lean). lrp_eps: LRP-epsilon on linear layers (see _lrp). nonlinear: what to do on an
+    (see lean). lrp_eps: LRP-epsilon on linear layers (see lrp_epsilon). nonlinear: what to do on an
     activation without a rule: "warn" (plain gradient + NonPiecewiseLinearWarning), "error", "ignore".
-    rewrites: this call's forward rewrites (batch norm folded, rectifiers in place; see _rewrites), or None.
+    rewrites: this call's forward rewrites (batch norm folded, rectifiers in place; see rewrites), or None.
     `counts` tallies the rectifier calls that were handled, by form.
     """
 
@@ -64,7 +64,7 @@ class RectifierRuleMode(TorchFunctionMode):
     def _call(self, func, args, kwargs, inplace: bool = False):
         call = _rectifiers.parse(func, args, kwargs)
         if call is not None and inplace and not call.inplace and call.x.stride() == _layout.fresh_strides(call.x):
-            # the rectifier is its input's only consumer (see _rewrites); written in place only
+            # the rectifier is its input's only consumer (see rewrites); written in place only
             # where its output keeps the strides a fresh one would have (a (B, C, 1, 1) map with
             # channels-last strides would reach the next convolution differently laid out)
             call = dataclasses.replace(call, inplace=True)
