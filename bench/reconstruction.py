@@ -77,7 +77,8 @@ def eager_step_seconds(run_steps, device: str, steps: int, repeats: int) -> floa
 
 
 def maximize_config(model, device, batch, size, kind):
-    goal = obj.Each([obj.Channel(LAYER, c) for c in range(batch)])
+    channels = extract(model, torch.zeros(1, 3, 64, 64, device=device), LAYER).shape[1]
+    goal = obj.Each([obj.Channel(LAYER, c % channels) for c in range(batch)])  # batches past the width repeat
     if kind == "lucid":  # Lucid's defaults: FFT, standard transforms, Adam 0.05
         kw = dict(param="fft", transforms="standard")
         settings = StepSettings()
