@@ -4,7 +4,19 @@ Importing never fails because a compiled extension is missing: backends load on 
 fall back (with one warning) when an automatically chosen one is unavailable.
 """
 from ._backend import BackendUnavailableError, backends
-from .backprop import Unit, deconvnet, gradcam, guided_backprop, guided_gradcam, lrp, saliency
+from .backprop import (
+    Unit,
+    deconvnet,
+    gradcam,
+    gradient_shap,
+    guided_backprop,
+    guided_gradcam,
+    input_x_gradient,
+    integrated_gradients,
+    lrp,
+    saliency,
+    smoothgrad,
+)
 from .dissection import dissect
 from .engine import GRAD_SEEDS, Target, empty_cpu_cache
 from .images import load_image, sample_image, sample_images
@@ -24,4 +36,5 @@ __all__ = [
     "colormap", "deconvnet", "extract", "gradcam", "grid", "guided_backprop", "guided_gradcam", "layer_names", "lrp",
     "class_agnostic", "dissect", "invert", "load_image", "load_model", "maximize", "occlusion", "overlay", "rise",
     "saliency", "sample_image", "sample_images", "signed_map",
+    "gradient_shap", "input_x_gradient", "integrated_gradients", "smoothgrad",
 ]

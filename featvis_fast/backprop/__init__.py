@@ -1,11 +1,15 @@
-"""The deconvolution / backprop family: saliency, DeconvNet, guided backprop, Grad-CAM, guided
-Grad-CAM and LRP-epsilon, with the rectifier rules applied by fused kernels (featvis::rectify)."""
+"""The deconvolution / backprop family: saliency, input x gradient, DeconvNet, guided backprop,
+Grad-CAM, guided Grad-CAM and LRP-epsilon, with the rectifier rules applied by fused kernels
+(featvis::rectify); integrated gradients and GradientSHAP (path); SmoothGrad around any of them."""
 from ..engine import NonPiecewiseLinearWarning, RectifierRuleMode, Unit, set_forward_rewrites
 from .captum_style import Deconvolution, GuidedBackprop, GuidedGradCam, LayerGradCam, LRPEpsilon, Saliency
-from .methods import deconvnet, gradcam, guided_backprop, guided_gradcam, lrp, saliency
+from .methods import deconvnet, gradcam, guided_backprop, guided_gradcam, input_x_gradient, lrp, saliency
+from .path import gradient_shap, integrated_gradients
+from .smoothgrad import smoothgrad
 
 __all__ = [
     "Deconvolution", "GuidedBackprop", "GuidedGradCam", "LRPEpsilon", "LayerGradCam", "NonPiecewiseLinearWarning",
-    "RectifierRuleMode", "Saliency", "Unit", "deconvnet", "gradcam", "guided_backprop", "guided_gradcam", "lrp",
-    "saliency", "set_forward_rewrites",
+    "RectifierRuleMode", "Saliency", "Unit", "deconvnet", "gradcam", "gradient_shap", "guided_backprop",
+    "guided_gradcam", "input_x_gradient", "integrated_gradients", "lrp", "saliency", "set_forward_rewrites",
+    "smoothgrad",
 ]

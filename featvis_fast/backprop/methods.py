@@ -6,6 +6,7 @@ guided_backprop    guided rule at rectifiers (Springenberg et al. 2015)
 gradcam            Grad-CAM (Selvaraju et al. 2017): ReLU(sum_k mean_ij(dS/dA_k) A_k) at a layer
 guided_gradcam     guided backprop x upsampled Grad-CAM (Selvaraju et al. 2017)
 lrp                LRP-epsilon (Bach et al. 2015), relevance at the input pixels
+input_x_gradient   x * gradient (Shrikumar et al. 2016; Captum's InputXGradient)
 
 Rectifiers are found by RectifierRuleMode whatever their spelling; the model is never modified.
 Inputs x: (B, C, H, W) (any (B, ...) for the gradient methods); results on x's device.
@@ -106,6 +107,25 @@ def saliency(model: torch.nn.Module, x: torch.Tensor, target: Target = None, *, 
     grad = _attribute(model, x, target, ref.BACKPROP, grad_seed=grad_seed, backend=backend, nonlinear="ignore",
                       method="saliency")
     return grad.abs() if abs else grad
+
+
+def input_x_gradient(model: torch.nn.Module, x: torch.Tensor, target: Target = None, *, grad_seed: str = "onehot",
+                     backend: str | None = None) -> torch.Tensor:
+    """Input times gradient (Shrikumar et al. 2016, "Not just a black box"), Captum's InputXGradient.
+
+    Args:
+        model: the CNN (see saliency).
+        x: inputs (B, C, H, W) (any (B, ...) works), float32 or float64.
+        target: what is explained, a featvis_fast.Target (None: the predicted class per sample).
+        grad_seed: "onehot" or "activation" (see saliency).
+        backend: kernel backend (None: the fastest for x's device).
+
+    Returns:
+        x * dS/dx, shaped like x, in x's dtype.
+    """
+    grad = _attribute(model, x, target, ref.BACKPROP, grad_seed=grad_seed, backend=backend, nonlinear="ignore",
+                      method="input_x_gradient")
+    return x.detach() * grad
 
 
 @renamed_keywords(seed="grad_seed")
