@@ -7,21 +7,27 @@ from ._backend import BackendUnavailableError, backends
 from .backprop import (
     Unit,
     deconvnet,
+    eigencam,
+    eigengradcam,
     gradcam,
+    gradcam_pp,
     gradient_shap,
     guided_backprop,
     guided_gradcam,
+    hirescam,
     input_x_gradient,
     integrated_gradients,
+    layercam,
     lrp,
     saliency,
     smoothgrad,
+    xgradcam,
 )
 from .dissection import dissect
 from .engine import GRAD_SEEDS, Target, empty_cpu_cache
 from .images import load_image, sample_image, sample_images
 from .models import Preprocess, extract, layer_names, load_model
-from .perturbation import occlusion, rise
+from .perturbation import ablationcam, occlusion, rise, scorecam
 from .reconstruction import class_agnostic, invert, maximize
 from .render import attribution_heatmap, clipped_heatmap, colorize, colormap, grid, overlay, signed_map
 from .similarity import METRICS, FeatureSimilarity
@@ -37,4 +43,5 @@ __all__ = [
     "class_agnostic", "dissect", "invert", "load_image", "load_model", "maximize", "occlusion", "overlay", "rise",
     "saliency", "sample_image", "sample_images", "signed_map",
     "gradient_shap", "input_x_gradient", "integrated_gradients", "smoothgrad",
+    "eigencam", "eigengradcam", "gradcam_pp", "hirescam", "layercam", "xgradcam", "scorecam", "ablationcam",
 ]

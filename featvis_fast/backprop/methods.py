@@ -14,11 +14,11 @@ Inputs x: (B, C, H, W) (any (B, ...) for the gradient methods); results on x's d
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from .. import _backend
 from .. import _rectifier_reference as ref
 from .._deprecation import renamed_keywords
+from .._maps import resize_maps, upsample_maps
 from .._validate import check_model_and_batch
 from ..engine import (
     LayerCapture,
@@ -194,9 +194,52 @@ def lrp(model: torch.nn.Module, x: torch.Tensor, target: Target = None, *, eps: 
     return x.detach() * grad
 
 
-def _upsample(maps: torch.Tensor, size, mode: str) -> torch.Tensor:
-    kwargs = {} if mode == "nearest" else {"align_corners": False}
-    return F.interpolate(maps[:, None], size=tuple(size), mode=mode, **kwargs)[:, 0]
+def layer_activations_and_gradients(model, x: torch.Tensor, target: Target, layer: str, *, call: int = 0,
+                                    grad_seed: str = "onehot", backend: str | None = None,
+                                    method: str = "gradcam") -> tuple[torch.Tensor, torch.Tensor]:
+    """A layer's activations A and the target's gradient dS/dA, both (B, K, h, w), detached.
+
+    The backward stops at `layer`; nothing before it is recorded. The CAM family is built on it.
+
+    Args:
+        model: the CNN.
+        x: inputs (B, C, H, W), float32 or float64.
+        target: what is explained, a featvis_fast.Target (None: the predicted class per sample).
+        layer: the module whose (B, K, h, w) output is taken (see featvis_fast.layer_names).
+        call: which call of a module that runs several times (0: the first).
+        grad_seed: "onehot" or "activation" (see saliency).
+        backend: kernel backend (None: the fastest for x's device).
+        method: the calling method's name, for error messages.
+
+    Returns:
+        (activations, gradients), each (B, K, h, w) in x's dtype.
+    """
+    check_model_and_batch(model, x)
+    check_grad_seed(grad_seed)
+    if layer is None:
+        raise ValueError(f"{method} needs a layer name (see featvis_fast.layer_names(model))")
+    chosen = _backend.resolve_backend(backend, x.device)
+
+    def run(laid_out, rewrites):
+        with torch.enable_grad():
+            mode = RectifierRuleMode(ref.BACKPROP, chosen, rewrites=rewrites)
+            with mode, LayerCapture(model, layer, call, as_leaf=True) as capture:
+                selected = _forward_selected(model, laid_out, target)
+            if rewrites is not None:
+                rewrites.check_no_escapes()
+            acts = capture.result()
+            if acts.dim() != 4:
+                raise ValueError(f"{method} needs a (B, C, h, w) layer output; {layer!r} gives {tuple(acts.shape)}")
+            if not selected.requires_grad:
+                raise ValueError(f"{method}: the target does not depend on layer {layer!r} (is it after the target?)")
+            fold_batch_norms(selected)
+            (grads,) = torch.autograd.grad(selected, acts, backward_seed(selected, grad_seed))
+        del selected
+        if rewrites is not None and as_unit(target) is None:
+            rewrites.learn()
+        return acts.detach(), grads
+
+    return _in_best_layout(lambda laid_out: _rewrites.run(model, lambda f: run(laid_out, f)), x)
 
 
 @renamed_keywords(seed="grad_seed")
@@ -221,37 +264,12 @@ def gradcam(model: torch.nn.Module, x: torch.Tensor, target: Target = None, laye
     Returns:
         the maps (B, h, w), or (B, H, W) with upsample, in x's dtype.
     """
-    check_model_and_batch(model, x)
-    check_grad_seed(grad_seed)
-    if layer is None:
-        raise ValueError("gradcam needs a layer name (see featvis_fast.layer_names(model))")
-    chosen = _backend.resolve_backend(backend, x.device)
-
-    def run(laid_out, rewrites):
-        with torch.enable_grad():
-            mode = RectifierRuleMode(ref.BACKPROP, chosen, rewrites=rewrites)
-            with mode, LayerCapture(model, layer, call, as_leaf=True) as capture:
-                selected = _forward_selected(model, laid_out, target)
-            if rewrites is not None:
-                rewrites.check_no_escapes()
-            acts = capture.result()
-            if acts.dim() != 4:
-                raise ValueError(f"Grad-CAM needs a (B, C, h, w) layer output; {layer!r} gives {tuple(acts.shape)}")
-            if not selected.requires_grad:
-                raise ValueError(f"gradcam: the target does not depend on layer {layer!r} (is it after the target?)")
-            fold_batch_norms(selected)
-            (grads,) = torch.autograd.grad(selected, acts, backward_seed(selected, grad_seed))
-        del selected
-        if rewrites is not None and as_unit(target) is None:
-            rewrites.learn()
-        return (grads.mean(dim=(2, 3), keepdim=True) * acts.detach()).sum(dim=1).contiguous()
-
-    cam = _in_best_layout(lambda laid_out: _rewrites.run(model, lambda f: run(laid_out, f)), x)
+    acts, grads = layer_activations_and_gradients(model, x, target, layer, call=call, grad_seed=grad_seed,
+                                                  backend=backend, method="gradcam")
+    cam = (grads.mean(dim=(2, 3), keepdim=True) * acts).sum(dim=1).contiguous()
     if relu:
         cam = cam.clamp_min(0)
-    if upsample:
-        cam = _upsample(cam, x.shape[-2:], "bilinear" if upsample is True else upsample)
-    return cam
+    return upsample_maps(cam, x.shape[-2:], upsample)
 
 
 @renamed_keywords(seed="grad_seed")
@@ -276,4 +294,4 @@ def guided_gradcam(model: torch.nn.Module, x: torch.Tensor, target: Target = Non
     """
     cam = gradcam(model, x, target, layer, relu=True, call=call, grad_seed=grad_seed, backend=backend)
     guided = guided_backprop(model, x, target, grad_seed=grad_seed, nonlinear=nonlinear, backend=backend)
-    return guided * _upsample(cam, x.shape[-2:], interpolate)[:, None]
+    return guided * resize_maps(cam, x.shape[-2:], interpolate)[:, None]
