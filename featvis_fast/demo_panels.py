@@ -25,31 +25,91 @@ def _photos(preprocess, names, size: int, device):
     return images, torch.cat([preprocess(im, size=size) for im in images]).to(device)
 
 
-def attributions(model, preprocess, names, device, display: str = "clipped",
-                 backend: str | None = None) -> Image.Image:
-    """Per photo: saliency, guided backprop and Grad-CAM (_blocks.15) for its top-1 class.
+def _unit(maps: torch.Tensor) -> torch.Tensor:
+    """(B, H, W) -> each map divided by its maximum (CAMs are >= 0), for display."""
+    peak = maps.flatten(1).amax(dim=1).clamp_min(1e-12)
+    return maps / peak[:, None, None]
+
+
+def attribution_maps(model, x: torch.Tensor, target: torch.Tensor, *, layer: str = "_blocks.15", samples: int = 8,
+                     display: str = "clipped", backend: str | None = None) -> dict[str, tuple[torch.Tensor, str]]:
+    """Every attribution method of the package on one batch, ready to show.
 
     Args:
-        display: "clipped" (render.clipped_heatmap, Captum's default) or "featvis"
-            (render.attribution_heatmap) for saliency and guided backprop.
+        model: the CNN.
+        x: images (B, 3, H, W).
+        target: (B,) classes.
+        layer: the CAM layer.
+        samples: integration steps, noise samples and SHAP samples (small for a quick look).
+        display: "clipped" or "featvis", for the pixel-space maps (see ATTRIBUTION_DISPLAYS).
         backend: kernel backend (None: automatic).
+
     Returns:
-        a grid of (photo, saliency, guided backprop, Grad-CAM) rows.
+        name -> ((B, H, W) map in [0, 1], "pixels" (shown in gray) or "cam" (overlaid on the photo)).
     """
     if display not in ATTRIBUTION_DISPLAYS:
         raise ValueError(f"display must be one of {tuple(ATTRIBUTION_DISPLAYS)}, got {display!r}")
     show = ATTRIBUTION_DISPLAYS[display]
-    images, x = _photos(preprocess, names, 224, device)
-    target = model(x).argmax(1)
-    maps = {"saliency": show(backprop.saliency(model, x, target, backend=backend)),
-            "guided backprop": show(backprop.guided_backprop(model, x, target, backend=backend))}
-    cam = backprop.gradcam(model, x, target, "_blocks.15", upsample=True, backend=backend)
+    gen = torch.Generator().manual_seed(0)
+    baselines = torch.cat([torch.zeros_like(x[:1]), torch.randn(x[:1].shape, generator=gen).to(x)])
+    pixels = {
+        "saliency": backprop.saliency(model, x, target, backend=backend),
+        "guided backprop": backprop.guided_backprop(model, x, target, backend=backend),
+        "input x gradient": backprop.input_x_gradient(model, x, target, backend=backend),
+        "integrated gradients": backprop.integrated_gradients(model, x, target, steps=samples, backend=backend),
+        "SmoothGrad": backprop.smoothgrad(backprop.saliency, model, x, target, samples=samples, generator=gen,
+                                          backend=backend),
+        "GradientSHAP": backprop.gradient_shap(model, x, target, baselines, samples=samples, generator=gen,
+                                               backend=backend),
+    }
+    cam_kw = dict(upsample=True, backend=backend)
+    cams = {
+        "Grad-CAM": backprop.gradcam(model, x, target, layer, **cam_kw),
+        "Grad-CAM++": backprop.gradcam_pp(model, x, target, layer, **cam_kw),
+        "XGrad-CAM": backprop.xgradcam(model, x, target, layer, **cam_kw),
+        "LayerCAM": backprop.layercam(model, x, target, layer, **cam_kw),
+        "HiResCAM": backprop.hirescam(model, x, target, layer, **cam_kw),
+        "Eigen-CAM": backprop.eigencam(model, x, target, layer, **cam_kw),
+        "EigenGrad-CAM": backprop.eigengradcam(model, x, target, layer, **cam_kw),
+        "FullGrad": backprop.fullgrad(model, x, target),
+        "Score-CAM": perturbation.scorecam(model, x, target, layer, progress=False, **cam_kw),
+        "Ablation-CAM": perturbation.ablationcam(model, x, target, layer, progress=False, **cam_kw),
+    }
+    return {**{k: (show(v), "pixels") for k, v in pixels.items()}, **{k: (_unit(v), "cam") for k, v in cams.items()}}
+
+
+def attribution_grid(images: list[Image.Image], target: torch.Tensor, names, maps: dict, cell: int) -> Image.Image:
+    """Rows of (photo, every map of attribution_maps), labelled."""
     tiles, labels = [], []
     for b, image in enumerate(images):
-        tiles += [image, _rgb(maps["saliency"][b]), _rgb(maps["guided backprop"][b]),
-                  overlay(image, colorize(cam[b] / cam[b].max().clamp_min(1e-12), "fire", stretch=(0.0, 1.0)))]
-        labels += [f"{names[b]} (class {int(target[b])})", "saliency", "guided backprop", "Grad-CAM"]
-    return grid(tiles, 4, labels, cell=224)
+        tiles.append(image)
+        labels.append(f"{names[b]} (class {int(target[b])})")
+        for name, (m, kind) in maps.items():
+            tile = m[b].detach().float().cpu()
+            tiles.append(_rgb(tile) if kind == "pixels" else
+                         overlay(image, colorize(tile, "fire", stretch=(0.0, 1.0))))
+            labels.append(name)
+    return grid(tiles, 1 + len(maps), labels, cell=cell)
+
+
+def attributions(model, preprocess, names, device, display: str = "clipped",
+                 backend: str | None = None) -> Image.Image:
+    """Per photo, for its top-1 class: every attribution method (attribution_maps), CAMs at _blocks.15.
+
+    Args:
+        display: "clipped" (render.clipped_heatmap, Captum's default) or "featvis"
+            (render.attribution_heatmap) for the pixel-space maps.
+        backend: kernel backend (None: automatic).
+    Returns:
+        a grid of rows (photo, saliency, guided backprop, ..., Ablation-CAM).
+    """
+    if display not in ATTRIBUTION_DISPLAYS:
+        raise ValueError(f"display must be one of {tuple(ATTRIBUTION_DISPLAYS)}, got {display!r}")
+    images, x = _photos(preprocess, names, 224, device)
+    with torch.no_grad():
+        target = model(x).argmax(1)
+    return attribution_grid(images, target, names, attribution_maps(model, x, target, display=display,
+                                                                    backend=backend), 224)
 
 
 def perturbations(model, preprocess, names, device, backend: str | None = None) -> Image.Image:

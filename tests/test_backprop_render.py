@@ -78,6 +78,25 @@ def test_bad_attribution_shapes_are_clear_errors():
         fv.attribution_heatmap(torch.zeros(4, 4))
 
 
+def test_attribution_figure_script(tmp_path):
+    """examples/attribution_figure.py: every method's panel, none of them blank."""
+    import numpy as np
+
+    path = os.path.join(os.path.dirname(__file__), "..", "examples", "attribution_figure.py")
+    spec = importlib.util.spec_from_file_location("attribution_figure", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "figure.png"
+    figure = module.make_figure(str(out), size=64, samples=2)
+    assert out.exists() and figure.width > 17 * 64 and figure.height > 2 * 64
+    cells = np.asarray(figure.convert("L"), dtype=np.float32)
+    pitch = figure.width / 17  # cells and their gaps
+    for column in range(1, 17):
+        left = int(column * pitch)
+        tile = cells[24:60, left + 8:left + 56]  # inside the first row's cell, below the label
+        assert tile.std() > 1, f"panel {column} is blank"
+
+
 def test_readme_figure_script(tmp_path):
     path = os.path.join(os.path.dirname(__file__), "..", "examples", "backprop_figure.py")
     spec = importlib.util.spec_from_file_location("backprop_figure", path)

@@ -52,21 +52,26 @@ def sign_free_err(ours: torch.Tensor, theirs) -> float:
 
 
 def their_raw_map(name: str, model, layer: str, x: torch.Tensor, target: torch.Tensor) -> np.ndarray:
-    """pytorch-grad-cam's map before its clamp, min-max and resize (its get_cam_image on its hooks)."""
+    """pytorch-grad-cam's map before its clamp, min-max and resize: its get_cam_image on its hooked
+    gradients and on a copy of the layer's output (its own hook keeps the tensor, which an in-place
+    rectifier after the layer, VGG's or DenseNet's F.relu(inplace=True), overwrites)."""
     pgc()
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     module = dict(model.named_modules())[layer]
     cam = getattr(pgc(), {**CLASSES, **SCORE_CLASSES}[name])(model=model, target_layers=[module])
+    copies = []  # pytorch-grad-cam keeps the output tensor itself, which an in-place rectifier after the
+    keep = module.register_forward_hook(lambda m, i, o: copies.append(o.detach().clone()))  # layer overwrites
     try:
         outputs = cam.activations_and_grads(x)
         targets = [ClassifierOutputTarget(int(t)) for t in target]
         model.zero_grad()
         sum(t(o) for t, o in zip(targets, outputs)).backward()
-        acts = cam.activations_and_grads.activations[0].cpu().numpy()
+        acts = copies[0].cpu().numpy()
         grads = cam.activations_and_grads.gradients[0].cpu().numpy()
         return cam.get_cam_image(x, module, targets, acts, grads, eigen_smooth=False)
     finally:
+        keep.remove()
         cam.activations_and_grads.release()
         model.zero_grad(set_to_none=True)
 
@@ -235,6 +240,32 @@ def test_fullgrad_refuses_what_it_cannot_explain(small):
         fv.fullgrad(twice, x, 0)
 
 
+def test_ablationcam_on_a_model_that_reads_the_input_batch_size_after_the_layer():
+    """EfficientNet-Lite0 reshapes by the input's batch size after its blocks: the forward before
+    the layer then runs on the batch's images; the result equals zeroing each channel by a hook."""
+    model = fv.load_model()[0]
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        logits = model(x)
+        target = logits.argmax(1)
+        module = dict(model.named_modules())["_blocks.15"]
+        channels = fv.extract(model, x, "_blocks.15").shape[1]
+        ablated = torch.empty(channels)
+        for k in range(channels):
+            def zero(m, i, o, k=k):
+                o = o.clone()
+                o[:, k] = 0
+                return o
+            handle = module.register_forward_hook(zero)
+            ablated[k] = model(x)[0, target[0]]
+            handle.remove()
+        acts = fv.extract(model, x, "_blocks.15")
+    score = logits[0, target[0]]
+    expected = (((score - ablated) / score)[None, :, None, None] * acts).sum(1).clamp_min(0)
+    got = fv.ablationcam(model, x, target, "_blocks.15", batch_size=64, progress=False)
+    assert rel_err(got, expected) <= 1e-4  # float32, batched against one at a time
+
+
 # torchvision's own CNNs
 
 
@@ -328,3 +359,85 @@ def test_fullgrad_on_torchvision_architectures(arch):
                             scaled64))
     err = rel_err(scale_cam_image(fv.fullgrad(m32, x32, target).numpy()), scaled64)
     assert err <= 2 * torch_err, f"float32: {err:.2e} > 2 x pytorch-grad-cam's {torch_err:.2e}"
+
+
+# the whole zoo of test_zoo: every gradient CAM and FullGrad on torchvision's and timm's CNNs
+
+
+@functools.lru_cache(maxsize=1)
+def _zoo_model(family, name):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model, side, layer = _zoo.build(family, name)
+    x64 = torch.randn(2, 3, side, side, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    m64 = copy.deepcopy(model).double()
+    with torch.no_grad():
+        target = m64(x64).argmax(1)
+    return model, m64, x64, target, layer
+
+
+# FullGrad's bias layers are exact Conv2d / BatchNorm2d types (pytorch-grad-cam's definition): these
+# timm models have none (their norms are fused BatchNormAct2d modules), and ours says so
+NO_BIAS_LAYERS = ("inception_v4", "repvgg_a2", "tf_efficientnet_lite0", "cspdarknet53")
+# pytorch-grad-cam's FullGrad pairs biases in definition order with gradients in execution order,
+# which differ in HRNet (it crashes there), so it is no reference for it
+FULLGRAD_UNPAIRED = ("hrnet_w18_small",)
+
+
+def _zoo_cases():
+    for family, name in _zoo.ZOO:
+        for method in [*CLASSES, "fullgrad"]:
+            if method == "fullgrad" and name in FULLGRAD_UNPAIRED:
+                continue
+            yield pytest.param(family, name, method, id=f"{name}-{method}")
+
+
+def _reference(method, model, layer, x, target):
+    if method == "fullgrad":
+        from pytorch_grad_cam.utils.image import scale_cam_image  # noqa: F401 (imported after pgc())
+
+        return torch.from_numpy(_their_fullgrad(copy.deepcopy(model), x, target))
+    return _theirs(method, model, layer, x, target)
+
+
+def _ours_for(method, model, x, target, layer):
+    if method == "fullgrad":
+        from pytorch_grad_cam.utils.image import scale_cam_image
+
+        return torch.from_numpy(scale_cam_image(fv.fullgrad(model, x, target).detach().numpy()))
+    return ours(method, model, x, target, layer, relu=method not in EIGEN)
+
+
+@pytest.mark.zoo
+@pytest.mark.skipif(not _zoo.has_timm(), reason="torchvision and timm are not installed")
+@pytest.mark.parametrize("family,name,method", list(_zoo_cases()))
+def test_cam_family_on_the_zoo(family, name, method):
+    pgc()
+    m32, m64, x64, target, layer = _zoo_model(family, name)
+    if method == "fullgrad" and name in NO_BIAS_LAYERS:
+        with pytest.raises(ValueError, match="fullgrad found no Conv2d or BatchNorm2d layer with a bias"):
+            fv.fullgrad(m64, x64, target)
+        return
+    if method in EIGEN:  # at the smallest sides the last maps are 1 x 1, where a principal component is 0
+        x64 = torch.randn(2, 3, 2 * x64.shape[-1], 2 * x64.shape[-1], generator=torch.Generator().manual_seed(1),
+                          dtype=torch.float64)
+        with torch.no_grad():
+            target = m64(x64).argmax(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = _reference(method, m64, layer, x64, target)
+        assert expected.abs().max() > 0, "a degenerate reference proves nothing"
+        compare = sign_free_err if method in EIGEN else rel_err
+        bar = 1e-9 if method not in (*EIGEN, "fullgrad") else 1e-5  # float32 inside pytorch-grad-cam
+        for call in range(2):
+            assert compare(_ours_for(method, m64, x64, target, layer), expected) <= bar, f"float64 call {call}"
+        if method in EIGEN:
+            return
+        x32 = x64.float()
+        mcl = copy.deepcopy(m32).to(memory_format=torch.channels_last)
+        torch_err = max(rel_err(_reference(method, m32, layer, x32, target), expected),
+                        rel_err(_reference(method, mcl, layer, x32.contiguous(memory_format=torch.channels_last),
+                                           target), expected))
+        for call in range(2):
+            err = rel_err(_ours_for(method, m32, x32, target, layer), expected)
+            assert err <= 2 * torch_err, f"float32 call {call}: {err:.2e} > 2 x pytorch-grad-cam's {torch_err:.2e}"

@@ -9,7 +9,8 @@ ablationcam   Ablation-CAM (Ramaswamy & Desai, WACV 2020): w_k = (S - S_k) / S, 
 The map is sum_k w_k A_k (clamped at 0 with relu=True). The masked copies are written by the
 fused `featvis::apply_masks` straight into the batch buffer; the ablated layer outputs are
 injected into the model's forward in place of the layer's own (the forward before the layer
-runs once per batch on one image). Batches are sized to memory as occlusion's, B * K copies in
+runs once per batch on one image, or on the batch's images for models whose later layers read
+the input's batch size). Batches are sized to memory as occlusion's, B * K copies in
 all for K channels.
 """
 from __future__ import annotations
@@ -161,15 +162,22 @@ def ablationcam(model: torch.nn.Module, x: torch.Tensor, target: Target = None, 
         ref_out, acts = _clean_pass(model, x, layer)
         classes, ref_scores = _targets.resolve(ref_out, target)
         batch, channels = acts.shape[:2]
-        probe = Probe(model, inject_layer=layer, stem=x[:1])
         scores = torch.empty(batch * channels, dtype=ref_scores.dtype, device=x.device)
+        one_image_stem = [True]  # the forward before the layer on one image, unless the model needs a full batch
 
         def work(start, stop):  # item i = b * K + k: image b's layer output with channel k zeroed
             items = torch.arange(start, stop, device=x.device)
             src = torch.div(items, channels, rounding_mode="floor")
             ablated = acts[src]  # a gathered copy
             ablated[torch.arange(stop - start, device=x.device), items % channels] = 0
-            scores[start:stop] = _targets.scores(probe(ablated), target, classes, src.int())
+            if one_image_stem[0]:
+                try:
+                    out = Probe(model, inject_layer=layer, stem=x[:1])(ablated)
+                except RuntimeError:  # e.g. EfficientNet's x.view(input_batch, -1) after the layer
+                    one_image_stem[0] = False
+            if not one_image_stem[0]:
+                out = Probe(model, inject_layer=layer, stem=x[src])(ablated)
+            scores[start:stop] = _targets.scores(out, target, classes, src.int())
 
         item_bytes = 3 * (largest[0] if largest else x[:1].numel() * x.element_size())
         size = _chunks.pick_batch_size(batch_size, batch * channels, x.device, item_bytes)
