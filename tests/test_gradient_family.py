@@ -339,3 +339,46 @@ def test_gradient_family_on_torchvision_architectures(name, method):
     for call in range(2):
         err = rel_err(run("ours", m32, x32, target, noise.float()), expected)
         assert err <= 2 * torch_err, f"float32 call {call}: {err:.2e} > 2 x PyTorch's {torch_err:.2e}"
+
+
+# integrated gradients on the whole zoo of test_zoo (SmoothGrad and GradientSHAP run the same
+# stacked-rows gradient, saliency, which test_zoo checks on every model)
+
+
+@functools.lru_cache(maxsize=1)
+def _zoo_model(family, name):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model, side, _ = _zoo.build(family, name)
+    x64 = torch.randn(2, 3, side, side, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    m64 = copy.deepcopy(model).double()
+    with torch.no_grad():
+        target = m64(x64).argmax(1)
+    return model, m64, x64, target
+
+
+@pytest.mark.zoo
+@pytest.mark.skipif(not _zoo.has_timm(), reason="torchvision and timm are not installed")
+@pytest.mark.parametrize("family,name", _zoo.ZOO, ids=[n for _, n in _zoo.ZOO])
+def test_integrated_gradients_on_the_zoo(family, name):
+    m32, m64, x64, target = _zoo_model(family, name)
+
+    def run(impl, model, x):
+        if impl == "ours":
+            return fv.integrated_gradients(model, x, target, 0.0, steps=3, internal_batch_size=4)
+        return _captum("IntegratedGradients", model, x, baselines=0.0, target=target, n_steps=3,
+                       internal_batch_size=4)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = run("captum", m64, x64)
+        assert expected.abs().max() > 0, "a degenerate reference proves nothing"
+        for call in range(2):
+            assert rel_err(run("ours", m64, x64), expected) <= 1e-9, f"float64 call {call}"
+        x32 = x64.float()
+        mcl = copy.deepcopy(m32).to(memory_format=torch.channels_last)
+        torch_err = max(rel_err(run("captum", m32, x32), expected),
+                        rel_err(run("captum", mcl, x32.contiguous(memory_format=torch.channels_last)), expected))
+        for call in range(2):
+            err = rel_err(run("ours", m32, x32), expected)
+            assert err <= 2 * torch_err, f"float32 call {call}: {err:.2e} > 2 x PyTorch's {torch_err:.2e}"
