@@ -13,6 +13,8 @@ from collections.abc import Callable
 import torch
 from tqdm.auto import tqdm
 
+from ..engine import best_layout
+
 CPU_CAP, CUDA_CAP = 32, 1024
 
 
@@ -44,6 +46,14 @@ def largest_activation_bytes(model: torch.nn.Module, run_one: Callable[[], objec
         for h in handles:
             h.remove()
     return largest
+
+
+def laid_out_batch(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """x (detached) in the layout engine.best_layout picks for the model, and the estimated bytes of
+    one item of a perturbation batch: three times the largest activation of a one-image pass."""
+    largest = []
+    x = best_layout(x.detach(), lambda t: largest.append(largest_activation_bytes(model, lambda: model(t[:1]))))
+    return x, 3 * (largest[0] if largest else x[:1].numel() * x.element_size())
 
 
 def pick_batch_size(batch_size: int | None, total: int, device: torch.device, item_bytes: int) -> int:

@@ -23,7 +23,7 @@ import torch
 
 from .. import _backend
 from .._validate import check_model_and_batch
-from ..engine import Target, best_layout, cached_cpu_memory, find_module, rewritten_forward
+from ..engine import Target, cached_cpu_memory, find_module, rewritten_forward
 from ..ops import perturbation as ops
 from . import _chunks, _targets, _windows
 from ._fills import make_fill
@@ -157,9 +157,7 @@ def occlusion(model: torch.nn.Module, x: torch.Tensor, target: Target = None, wi
         if name is not None:
             find_module(model, name)
     with cached_cpu_memory(x.device):
-        largest = []
-        x = best_layout(x.detach(), lambda t: largest.append(
-            _chunks.largest_activation_bytes(model, lambda: model(t[:1]))))
+        x, item_bytes = _chunks.laid_out_batch(model, x)
         ref_out, acts, order = _reference_pass(model, x, (layer, measure_layer))
         missing = [n for n in (layer, measure_layer) if n is not None and n not in acts]
         if missing:
@@ -180,7 +178,6 @@ def occlusion(model: torch.nn.Module, x: torch.Tensor, target: Target = None, wi
             filters = _filters(ref_values, measure_filter, measure_layer)
         probe = Probe(model, measure_layer=measure_layer, inject_layer=layer,
                       stem=x[:1] if layer is not None else None)
-        item_bytes = 3 * (largest[0] if largest else x[:1].numel() * x.element_size())
         maps = []
         for spec in specs:
             src, occ_boxes, acc_boxes = _items(_windows.boxes_for(spec, height, width, positions), batch, channels,

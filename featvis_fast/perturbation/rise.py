@@ -17,7 +17,7 @@ import torch
 
 from .. import _backend
 from .._validate import check_model_and_batch
-from ..engine import Target, best_layout, cached_cpu_memory
+from ..engine import Target, cached_cpu_memory
 from ..ops import perturbation as ops
 from . import _chunks, _targets
 from ._fills import make_fill
@@ -88,14 +88,11 @@ def rise(model: torch.nn.Module, x: torch.Tensor, target: Target = None, n_masks
     cells, shifts = cells.to(x.device, _targets.score_dtype(x)), shifts.to(x.device)
     softmax = activation == "softmax" and not callable(target)
     with cached_cpu_memory(x.device):
-        largest = []
-        x = best_layout(x.detach(), lambda t: largest.append(
-            _chunks.largest_activation_bytes(model, lambda: model(t[:1]))))
+        x, item_bytes = _chunks.laid_out_batch(model, x)
         probe = Probe(model)
         classes, _ = _targets.resolve(probe(x), target)
         x_fill = make_fill(x, fill, generator=gen)
         saliency = torch.zeros(batch, height * width, dtype=_targets.score_dtype(x), device=x.device)
-        item_bytes = 3 * (largest[0] if largest else x[:1].numel() * x.element_size())
         size = _chunks.pick_batch_size(batch_size, n_masks * batch, x.device, item_bytes)
 
         def work(start, stop):  # items are mask-major: item i * B + b is mask i on image b

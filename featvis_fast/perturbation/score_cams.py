@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from .. import _backend
 from .._maps import upsample_maps
 from .._validate import check_model_and_batch
-from ..engine import Target, best_layout, cached_cpu_memory, find_module, rewritten_forward
+from ..engine import Target, cached_cpu_memory, find_module, rewritten_forward
 from ..ops import perturbation as ops
 from . import _chunks, _targets
 from ._forward import Probe
@@ -98,9 +98,7 @@ def scorecam(model: torch.nn.Module, x: torch.Tensor, target: Target = None, lay
     """
     chosen = _setup(model, x, target, layer, backend, "scorecam")
     with cached_cpu_memory(x.device):
-        largest = []
-        x = best_layout(x.detach(), lambda t: largest.append(
-            _chunks.largest_activation_bytes(model, lambda: model(t[:1]))))
+        x, item_bytes = _chunks.laid_out_batch(model, x)
         ref_out, acts = _clean_pass(model, x, layer)
         classes, _ = _targets.resolve(ref_out, target)
         batch, channels = acts.shape[:2]
@@ -120,7 +118,6 @@ def scorecam(model: torch.nn.Module, x: torch.Tensor, target: Target = None, lay
             out = probe(ops.apply_masks(x, fill, masks, src, chosen))
             scores[start:stop] = _targets.scores(out, target, classes, src)
 
-        item_bytes = 3 * (largest[0] if largest else x[:1].numel() * x.element_size())
         size = _chunks.pick_batch_size(batch_size, batch * channels, x.device, item_bytes)
         _chunks.run_batches(batch * channels, size, work, progress=progress, desc="Score-CAM", device=x.device)
         weights = torch.softmax(scores.view(batch, channels), dim=1)
@@ -156,9 +153,7 @@ def ablationcam(model: torch.nn.Module, x: torch.Tensor, target: Target = None, 
     """
     _setup(model, x, target, layer, backend, "ablationcam")
     with cached_cpu_memory(x.device):
-        largest = []
-        x = best_layout(x.detach(), lambda t: largest.append(
-            _chunks.largest_activation_bytes(model, lambda: model(t[:1]))))
+        x, item_bytes = _chunks.laid_out_batch(model, x)
         ref_out, acts = _clean_pass(model, x, layer)
         classes, ref_scores = _targets.resolve(ref_out, target)
         batch, channels = acts.shape[:2]
@@ -179,7 +174,6 @@ def ablationcam(model: torch.nn.Module, x: torch.Tensor, target: Target = None, 
                 out = Probe(model, inject_layer=layer, stem=x[src])(ablated)
             scores[start:stop] = _targets.scores(out, target, classes, src.int())
 
-        item_bytes = 3 * (largest[0] if largest else x[:1].numel() * x.element_size())
         size = _chunks.pick_batch_size(batch_size, batch * channels, x.device, item_bytes)
         _chunks.run_batches(batch * channels, size, work, progress=progress, desc="Ablation-CAM", device=x.device)
         weights = (ref_scores[:, None] - scores.view(batch, channels)) / ref_scores[:, None]
