@@ -11,11 +11,15 @@ their batching, each at the best of the settings given (--captum-batches, --pgc-
 - Grad-CAM, Grad-CAM++, XGrad-CAM, LayerCAM, HiResCAM, Eigen-CAM, EigenGrad-CAM at the last block:
   pytorch-grad-cam's classes (their output is min-max normalized and resized to the input; ours
   with upsample=True is resized);
-- Score-CAM and Ablation-CAM at an earlier layer with fewer channels (one forward per channel and
-  image): pytorch-grad-cam's ScoreCAM / AblationCAM (batch_size).
+- Score-CAM and Ablation-CAM (one forward per channel and image): pytorch-grad-cam's ScoreCAM /
+  AblationCAM (batch_size), at an earlier layer with fewer channels (--score-layer early) or at
+  the CAM layer pytorch-grad-cam's documentation uses (--score-layer cam: ResNet-50 layer4,
+  MobileNetV2 features.18). Score-CAM rows also time the bare forwards both tools must run (the
+  B x K masked copies through the plain model at the reference's best batch size): the reference's
+  time over theirs bounds the speed-up of any implementation that runs them.
 
     python bench/attribution.py [--device cpu|cuda] [--batch 8] [--size 224] [--steps 50]
-        [--score-batch 1] [--repeats 3] [--methods integrated_gradients smoothgrad ...]
+        [--score-batch 1] [--score-layer early|cam] [--repeats 3] [--methods integrated_gradients ...]
 """
 from __future__ import annotations
 
@@ -95,6 +99,25 @@ def cam_calls(method, model, x, target, layer, batches):
     return lambda: ours(model, x, target, layer, upsample=True), {"": lambda: cam(input_tensor=x, targets=targets)}
 
 
+def bare_forwards(model, x, layer, batch_size):
+    """A call running the B x K forwards of Score-CAM's masked copies through the plain model
+    (x's images repeated; the values do not change the time), batch_size at a time."""
+    module = dict(model.named_modules())[layer]
+    shapes = []
+    handle = module.register_forward_hook(lambda m, i, o: shapes.append(o.shape))
+    with torch.no_grad():
+        model(x[:1])
+    handle.remove()
+    copies = x.repeat_interleave(shapes[0][1], dim=0)
+
+    def run():
+        with torch.no_grad():
+            for start in range(0, copies.shape[0], batch_size):
+                model(copies[start:start + batch_size])
+
+    return run
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -103,9 +126,12 @@ def main() -> None:
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--steps", type=int, default=50, help="integration steps / noise samples / SHAP samples")
     p.add_argument("--score-batch", type=int, default=1, help="images for Score-CAM and Ablation-CAM")
+    p.add_argument("--score-layer", choices=("early", "cam"), default="early",
+                   help="Score-CAM / Ablation-CAM layer: an earlier one with fewer channels, or the CAM layer")
     p.add_argument("--captum-batches", type=int, nargs="+", default=[32, 128], help="rows per Captum pass")
     p.add_argument("--pgc-batches", type=int, nargs="+", default=[16, 64], help="pytorch-grad-cam batch sizes")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--name", default="attribution", help="results file stem (bench/results/NAME-DEVICE-DATE.*)")
     p.add_argument("--methods", nargs="+", default=[*GRADIENT, *CAMS, *SCORE_CAMS])
     a = p.parse_args()
     warnings.simplefilter("ignore")
@@ -126,26 +152,37 @@ def main() -> None:
                 batch, setting = a.batch, CAM_LAYERS[name]
             else:
                 xs, ts = x[:a.score_batch], target[:a.score_batch]
-                ours, refs = cam_calls(method, model, xs, ts, SCORE_LAYERS[name], a.pgc_batches)
-                batch, setting = a.score_batch, SCORE_LAYERS[name]
+                layer = (SCORE_LAYERS if a.score_layer == "early" else CAM_LAYERS)[name]
+                ours, refs = cam_calls(method, model, xs, ts, layer, a.pgc_batches)
+                batch, setting = a.score_batch, layer
             t_ours = median_seconds(ours, a.device, a.repeats, warmup=1)
             t_refs = {k: median_seconds(f, a.device, a.repeats, warmup=1) for k, f in refs.items()}
             best = min(t_refs, key=t_refs.get)
             row = {"model": name, "method": method, "batch": batch, "size": a.size, "setting": setting,
                    "ours_s": t_ours, "reference_s": t_refs[best], "reference_setting": best,
                    "speedup": t_refs[best] / t_ours, "reference_all_s": t_refs}
+            if method == "scorecam":
+                n = int(best.split("=")[1])
+                row["bare_forwards_s"] = median_seconds(bare_forwards(model, xs, layer, n), a.device, a.repeats,
+                                                        warmup=1)
+                row["ceiling"] = t_refs[best] / row["bare_forwards_s"]
             rows.append(row)
+            bound = f"  (bare forwards {row['bare_forwards_s']:.3f} s: ceiling x{row['ceiling']:.2f})" \
+                if "ceiling" in row else ""
             print(f"{name:13s} {method:21s} B={batch:<3d} ours {t_ours:8.3f} s  reference {t_refs[best]:8.3f} s "
-                  f"({best or 'default'})  x{row['speedup']:.2f}", flush=True)
+                  f"({best or 'default'})  x{row['speedup']:.2f}{bound}", flush=True)
     lines = [f"# bench/attribution.py on {env['device']} ({env['date']}, torch {env['torch']})", "",
              f"{a.size} px, median of {a.repeats} calls after one warm-up; reference: Captum 0.9 (gradient family), "
              "pytorch-grad-cam 1.5.7 (CAMs), at its best setting of those tried.", "",
-             "| model | method | batch | setting | ours s | reference s | reference setting | speed-up |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| model | method | batch | setting | ours s | reference s | reference setting | speed-up | "
+             "bare forwards s (ceiling) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        bound = f"{r['bare_forwards_s']:.3f} ({r['ceiling']:.2f}x)" if "ceiling" in r else ""
         lines.append(f"| {r['model']} | {r['method']} | {r['batch']} | {r['setting']} | {r['ours_s']:.3f} | "
-                     f"{r['reference_s']:.3f} | {r['reference_setting'] or 'default'} | {r['speedup']:.2f}x |")
-    print("wrote", *write_results("attribution", a.device, env, rows, "\n".join(lines) + "\n"))
+                     f"{r['reference_s']:.3f} | {r['reference_setting'] or 'default'} | {r['speedup']:.2f}x | "
+                     f"{bound} |")
+    print("wrote", *write_results(a.name, a.device, env, rows, "\n".join(lines) + "\n"))
 
 
 if __name__ == "__main__":

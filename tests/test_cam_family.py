@@ -441,3 +441,4 @@ def test_cam_family_on_the_zoo(family, name, method):
         for call in range(2):
             err = rel_err(_ours_for(method, m32, x32, target, layer), expected)
             assert err <= 2 * torch_err, f"float32 call {call}: {err:.2e} > 2 x pytorch-grad-cam's {torch_err:.2e}"
+

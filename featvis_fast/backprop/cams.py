@@ -68,9 +68,9 @@ MAPS = {
 }
 
 
-def _cam(name, model, x, target, layer, relu, upsample, call, grad_seed, backend) -> torch.Tensor:
+def _cam(name, model, x, target, layer, relu, upsample, call, grad_seed, create_graph, backend) -> torch.Tensor:
     acts, grads = layer_activations_and_gradients(model, x, target, layer, call=call, grad_seed=grad_seed,
-                                                  backend=backend, method=name)
+                                                  create_graph=create_graph, backend=backend, method=name)
     cam = MAPS[name](acts, grads).contiguous()
     if relu:
         cam = cam.clamp_min(0)
@@ -79,7 +79,7 @@ def _cam(name, model, x, target, layer, relu, upsample, call, grad_seed, backend
 
 def gradcam_pp(model: torch.nn.Module, x: torch.Tensor, target: Target = None, layer: str = None, *,
                relu: bool = True, upsample: bool | str = False, call: int = 0, grad_seed: str = "onehot",
-               backend: str | None = None) -> torch.Tensor:
+               create_graph: bool = False, backend: str | None = None) -> torch.Tensor:
     """Grad-CAM++ (Chattopadhyay et al., WACV 2018): sum_k w_k A_k, w_k = sum_ij relu(G) a, where
     a = G^2 / (2 G^2 + sum_ij(A_k) G^3 + 1e-6) and G != 0 (a = 0 elsewhere).
 
@@ -92,17 +92,19 @@ def gradcam_pp(model: torch.nn.Module, x: torch.Tensor, target: Target = None, l
         upsample: False (the layer's h x w), True / "bilinear" or "nearest" (to x's H x W).
         call: which call of a module that runs several times (0: the first).
         grad_seed: "onehot" (the gradient of the selected activations' sum) or "activation".
+        create_graph: keep the map in the autograd graph, differentiable with respect to x (when
+            it requires grad) and the model's parameters (plain autograd; see fv.saliency).
         backend: kernel backend (None: the fastest for x's device).
 
     Returns:
         the maps (B, h, w), or (B, H, W) with upsample, in x's dtype.
     """
-    return _cam("gradcam_pp", model, x, target, layer, relu, upsample, call, grad_seed, backend)
+    return _cam("gradcam_pp", model, x, target, layer, relu, upsample, call, grad_seed, create_graph, backend)
 
 
 def xgradcam(model: torch.nn.Module, x: torch.Tensor, target: Target = None, layer: str = None, *,
              relu: bool = True, upsample: bool | str = False, call: int = 0, grad_seed: str = "onehot",
-             backend: str | None = None) -> torch.Tensor:
+             create_graph: bool = False, backend: str | None = None) -> torch.Tensor:
     """XGrad-CAM (Fu et al., BMVC 2020): sum_k w_k A_k, w_k = sum_ij G A / (sum_ij A_k + 1e-7).
 
     Args:
@@ -114,17 +116,19 @@ def xgradcam(model: torch.nn.Module, x: torch.Tensor, target: Target = None, lay
         upsample: False (the layer's h x w), True / "bilinear" or "nearest" (to x's H x W).
         call: which call of a module that runs several times (0: the first).
         grad_seed: "onehot" (the gradient of the selected activations' sum) or "activation".
+        create_graph: keep the map in the autograd graph, differentiable with respect to x (when
+            it requires grad) and the model's parameters (plain autograd; see fv.saliency).
         backend: kernel backend (None: the fastest for x's device).
 
     Returns:
         the maps (B, h, w), or (B, H, W) with upsample, in x's dtype.
     """
-    return _cam("xgradcam", model, x, target, layer, relu, upsample, call, grad_seed, backend)
+    return _cam("xgradcam", model, x, target, layer, relu, upsample, call, grad_seed, create_graph, backend)
 
 
 def layercam(model: torch.nn.Module, x: torch.Tensor, target: Target = None, layer: str = None, *,
              relu: bool = True, upsample: bool | str = False, call: int = 0, grad_seed: str = "onehot",
-             backend: str | None = None) -> torch.Tensor:
+             create_graph: bool = False, backend: str | None = None) -> torch.Tensor:
     """LayerCAM (Jiang et al., IEEE TIP 2021): sum_k relu(G_k) A_k, position by position.
 
     Args:
@@ -136,17 +140,19 @@ def layercam(model: torch.nn.Module, x: torch.Tensor, target: Target = None, lay
         upsample: False (the layer's h x w), True / "bilinear" or "nearest" (to x's H x W).
         call: which call of a module that runs several times (0: the first).
         grad_seed: "onehot" (the gradient of the selected activations' sum) or "activation".
+        create_graph: keep the map in the autograd graph, differentiable with respect to x (when
+            it requires grad) and the model's parameters (plain autograd; see fv.saliency).
         backend: kernel backend (None: the fastest for x's device).
 
     Returns:
         the maps (B, h, w), or (B, H, W) with upsample, in x's dtype.
     """
-    return _cam("layercam", model, x, target, layer, relu, upsample, call, grad_seed, backend)
+    return _cam("layercam", model, x, target, layer, relu, upsample, call, grad_seed, create_graph, backend)
 
 
 def hirescam(model: torch.nn.Module, x: torch.Tensor, target: Target = None, layer: str = None, *,
              relu: bool = True, upsample: bool | str = False, call: int = 0, grad_seed: str = "onehot",
-             backend: str | None = None) -> torch.Tensor:
+             create_graph: bool = False, backend: str | None = None) -> torch.Tensor:
     """HiResCAM (Draelos & Carin 2020): sum_k G_k A_k, position by position (no spatial average).
 
     Args:
@@ -158,17 +164,19 @@ def hirescam(model: torch.nn.Module, x: torch.Tensor, target: Target = None, lay
         upsample: False (the layer's h x w), True / "bilinear" or "nearest" (to x's H x W).
         call: which call of a module that runs several times (0: the first).
         grad_seed: "onehot" (the gradient of the selected activations' sum) or "activation".
+        create_graph: keep the map in the autograd graph, differentiable with respect to x (when
+            it requires grad) and the model's parameters (plain autograd; see fv.saliency).
         backend: kernel backend (None: the fastest for x's device).
 
     Returns:
         the maps (B, h, w), or (B, H, W) with upsample, in x's dtype.
     """
-    return _cam("hirescam", model, x, target, layer, relu, upsample, call, grad_seed, backend)
+    return _cam("hirescam", model, x, target, layer, relu, upsample, call, grad_seed, create_graph, backend)
 
 
 def eigencam(model: torch.nn.Module, x: torch.Tensor, target: Target = None, layer: str = None, *,
              relu: bool = True, upsample: bool | str = False, call: int = 0, grad_seed: str = "onehot",
-             backend: str | None = None) -> torch.Tensor:
+             create_graph: bool = False, backend: str | None = None) -> torch.Tensor:
     """Eigen-CAM (Muhammad & Yeasin, IJCNN 2020): A's first principal component per image.
 
     Each image's positions (h*w rows of K channels), centred, projected on their first right
@@ -184,17 +192,19 @@ def eigencam(model: torch.nn.Module, x: torch.Tensor, target: Target = None, lay
         upsample: False (the layer's h x w), True / "bilinear" or "nearest" (to x's H x W).
         call: which call of a module that runs several times (0: the first).
         grad_seed: "onehot" (the gradient of the selected activations' sum) or "activation".
+        create_graph: keep the map in the autograd graph, differentiable with respect to x (when
+            it requires grad) and the model's parameters (plain autograd; see fv.saliency).
         backend: kernel backend (None: the fastest for x's device).
 
     Returns:
         the maps (B, h, w), or (B, H, W) with upsample, in x's dtype.
     """
-    return _cam("eigencam", model, x, target, layer, relu, upsample, call, grad_seed, backend)
+    return _cam("eigencam", model, x, target, layer, relu, upsample, call, grad_seed, create_graph, backend)
 
 
 def eigengradcam(model: torch.nn.Module, x: torch.Tensor, target: Target = None, layer: str = None, *,
                  relu: bool = True, upsample: bool | str = False, call: int = 0, grad_seed: str = "onehot",
-                 backend: str | None = None) -> torch.Tensor:
+                 create_graph: bool = False, backend: str | None = None) -> torch.Tensor:
     """Eigen-Grad-CAM (pytorch-grad-cam): the first principal component of G * A, as eigencam.
 
     Args:
@@ -206,9 +216,11 @@ def eigengradcam(model: torch.nn.Module, x: torch.Tensor, target: Target = None,
         upsample: False (the layer's h x w), True / "bilinear" or "nearest" (to x's H x W).
         call: which call of a module that runs several times (0: the first).
         grad_seed: "onehot" (the gradient of the selected activations' sum) or "activation".
+        create_graph: keep the map in the autograd graph, differentiable with respect to x (when
+            it requires grad) and the model's parameters (plain autograd; see fv.saliency).
         backend: kernel backend (None: the fastest for x's device).
 
     Returns:
         the maps (B, h, w), or (B, H, W) with upsample, in x's dtype.
     """
-    return _cam("eigengradcam", model, x, target, layer, relu, upsample, call, grad_seed, backend)
+    return _cam("eigengradcam", model, x, target, layer, relu, upsample, call, grad_seed, create_graph, backend)

@@ -13,6 +13,7 @@ import torch.nn as nn
 from .._maps import resize_maps
 from .._validate import check_model_and_batch
 from ..engine import Target, backward_seed, cached_cpu_memory, find_module, select_output
+from .methods import _graph_leaf, check_create_graph
 
 
 def _bias_layers(model: nn.Module, layer: str | None) -> list[tuple[str, nn.Module]]:
@@ -44,7 +45,7 @@ def _psi(maps: torch.Tensor, size) -> torch.Tensor:
 
 
 def fullgrad(model: torch.nn.Module, x: torch.Tensor, target: Target = None, layer: str | None = None, *,
-             grad_seed: str = "onehot") -> torch.Tensor:
+             grad_seed: str = "onehot", create_graph: bool = False) -> torch.Tensor:
     """FullGrad (Srinivas & Fleuret, NeurIPS 2019): input-gradient and bias-gradient maps, summed.
 
     One forward and one backward give dS/dx and dS/dz at the output z of every Conv2d with a bias
@@ -60,11 +61,15 @@ def fullgrad(model: torch.nn.Module, x: torch.Tensor, target: Target = None, lay
         target: what is explained, a featvis_fast.Target at the output (None: the predicted class).
         layer: None (every bias layer of the model) or a module name whose bias layers are used.
         grad_seed: "onehot" (the gradient of the selected outputs' sum) or "activation".
+        create_graph: keep the map in the autograd graph, differentiable with respect to x (when
+            it requires grad) and the model's parameters, biases included (plain autograd; see
+            fv.saliency).
 
     Returns:
         the maps (B, H, W), non-negative, in x's dtype.
     """
     check_model_and_batch(model, x)
+    in_graph = check_create_graph(create_graph)
     if x.dim() != 4:
         raise ValueError(f"fullgrad needs images (B, C, H, W), got shape {tuple(x.shape)}")
     layers = _bias_layers(model, layer)
@@ -78,7 +83,7 @@ def fullgrad(model: torch.nn.Module, x: torch.Tensor, target: Target = None, lay
         return keep
 
     with cached_cpu_memory(x.device), torch.enable_grad():
-        leaf = x.detach().requires_grad_(True)
+        leaf = _graph_leaf(x) if in_graph else x.detach().requires_grad_(True)
         handles = [m.register_forward_hook(keeper(i)) for i, (_, m) in enumerate(layers)]
         try:
             selected = select_output(model(leaf), target)
@@ -90,12 +95,14 @@ def fullgrad(model: torch.nn.Module, x: torch.Tensor, target: Target = None, lay
             raise ValueError(f"fullgrad needs each bias layer to run once in the forward pass; {runs[0][0]!r} "
                              f"ran {runs[0][1]} times")
         grads = torch.autograd.grad(selected, [leaf, *(outputs[i][0] for i in range(len(layers)))],
-                                    backward_seed(selected, grad_seed), allow_unused=True)
+                                    backward_seed(selected, grad_seed, in_graph=in_graph), allow_unused=True,
+                                    create_graph=in_graph)
     size = tuple(x.shape[-2:])
-    with torch.no_grad():
-        total = _psi((grads[0] * x.detach()).abs(), size)
+    with torch.set_grad_enabled(in_graph and torch.is_grad_enabled()):
+        total = _psi((grads[0] * (leaf if in_graph else x.detach())).abs(), size)
         for (_, module), grad in zip(layers, grads[1:]):
             if grad is not None:
-                bias = _effective_bias(module).detach().to(grad.dtype)
+                bias = _effective_bias(module)
+                bias = (bias if in_graph else bias.detach()).to(grad.dtype)
                 total = total + _psi((bias[None, :, None, None] * grad).abs(), size)
     return total

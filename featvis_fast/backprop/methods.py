@@ -55,10 +55,42 @@ def _in_best_layout(run, x: torch.Tensor):
         return run_in_best_layout(run, x)
 
 
-def _attribute(model, x, target, rule, *, grad_seed, backend, nonlinear, method, lrp_eps=None) -> torch.Tensor:
-    """d(selected)/dx with `rule` at every rectifier; x's gradient, shaped like x (contiguous)."""
+def _graph_leaf(x: torch.Tensor) -> torch.Tensor:
+    """x itself where it requires grad (the caller's graph continues through it), else a leaf that does."""
+    return x if x.requires_grad else x.detach().requires_grad_(True)
+
+
+def check_create_graph(create_graph: object) -> bool:
+    """create_graph if it is a bool, else TypeError."""
+    if not isinstance(create_graph, bool):
+        raise TypeError(f"create_graph must be True or False, got {create_graph!r}")
+    return create_graph
+
+
+def _graph_gradient(model, x, target, grad_seed, method) -> torch.Tensor:
+    """dS/dx by plain autograd with create_graph=True: differentiable with respect to x (where it
+    requires grad) and the model's parameters. No rule mode, rewrites or lean functions: their
+    backward functions are first-order only."""
+    with torch.enable_grad():
+        leaf = _graph_leaf(x)
+        selected = _forward_selected(model, leaf, target)
+        if not selected.requires_grad:
+            raise ValueError(f"{method}: the target does not depend on x")
+        (grad,) = torch.autograd.grad(selected, leaf, backward_seed(selected, grad_seed, in_graph=True),
+                                      create_graph=True)
+    return grad
+
+
+def _attribute(model, x, target, rule, *, grad_seed, backend, nonlinear, method, lrp_eps=None,
+               create_graph=False) -> torch.Tensor:
+    """d(selected)/dx with `rule` at every rectifier; x's gradient, shaped like x (contiguous).
+    create_graph (plain gradient only): the result stays in the autograd graph (see _graph_gradient)."""
     check_model_and_batch(model, x)
     check_grad_seed(grad_seed)
+    if check_create_graph(create_graph):
+        if rule != ref.BACKPROP or lrp_eps is not None:
+            raise ValueError(f"{method} has no create_graph form (only plain-gradient methods are differentiable)")
+        return _graph_gradient(model, x, target, grad_seed, method)
     chosen = _backend.resolve_backend(backend, x.device)
 
     def run(laid_out, rewrites):
@@ -86,7 +118,7 @@ def _attribute(model, x, target, rule, *, grad_seed, backend, nonlinear, method,
 
 @renamed_keywords(seed="grad_seed")
 def saliency(model: torch.nn.Module, x: torch.Tensor, target: Target = None, *, grad_seed: str = "onehot",
-             abs: bool = False, backend: str | None = None) -> torch.Tensor:
+             abs: bool = False, create_graph: bool = False, backend: str | None = None) -> torch.Tensor:
     """Plain gradient of the target with respect to the input (Simonyan et al. 2014).
 
     Rectifiers save bit-packed masks instead of their activations, so the backward keeps less
@@ -99,18 +131,21 @@ def saliency(model: torch.nn.Module, x: torch.Tensor, target: Target = None, *, 
         grad_seed: "onehot" (the gradient of the selected activations' sum, Captum's) or
             "activation" (the backward starts from the activations, FeatureVis').
         abs: return |gradient| (Captum Saliency's default).
+        create_graph: keep the result in the autograd graph, differentiable with respect to x (when
+            x requires grad) and the model's parameters (plain autograd with create_graph=True,
+            without the fused kernels; see docs: Backprop attributions, Differentiable results).
         backend: kernel backend (None: the fastest for x's device).
 
     Returns:
         the gradient, shaped like x, in x's dtype, on x's device.
     """
     grad = _attribute(model, x, target, ref.BACKPROP, grad_seed=grad_seed, backend=backend, nonlinear="ignore",
-                      method="saliency")
+                      method="saliency", create_graph=create_graph)
     return grad.abs() if abs else grad
 
 
 def input_x_gradient(model: torch.nn.Module, x: torch.Tensor, target: Target = None, *, grad_seed: str = "onehot",
-                     backend: str | None = None) -> torch.Tensor:
+                     create_graph: bool = False, backend: str | None = None) -> torch.Tensor:
     """Input times gradient (Shrikumar et al. 2016, "Not just a black box"), Captum's InputXGradient.
 
     Args:
@@ -118,14 +153,15 @@ def input_x_gradient(model: torch.nn.Module, x: torch.Tensor, target: Target = N
         x: inputs (B, C, H, W) (any (B, ...) works), float32 or float64.
         target: what is explained, a featvis_fast.Target (None: the predicted class per sample).
         grad_seed: "onehot" or "activation" (see saliency).
+        create_graph: keep the result in the autograd graph (see saliency).
         backend: kernel backend (None: the fastest for x's device).
 
     Returns:
         x * dS/dx, shaped like x, in x's dtype.
     """
     grad = _attribute(model, x, target, ref.BACKPROP, grad_seed=grad_seed, backend=backend, nonlinear="ignore",
-                      method="input_x_gradient")
-    return x.detach() * grad
+                      method="input_x_gradient", create_graph=create_graph)
+    return (x if create_graph else x.detach()) * grad
 
 
 @renamed_keywords(seed="grad_seed")
@@ -195,11 +231,15 @@ def lrp(model: torch.nn.Module, x: torch.Tensor, target: Target = None, *, eps: 
 
 
 def layer_activations_and_gradients(model, x: torch.Tensor, target: Target, layer: str, *, call: int = 0,
-                                    grad_seed: str = "onehot", backend: str | None = None,
+                                    grad_seed: str = "onehot", create_graph: bool = False,
+                                    backend: str | None = None,
                                     method: str = "gradcam") -> tuple[torch.Tensor, torch.Tensor]:
     """A layer's activations A and the target's gradient dS/dA, both (B, K, h, w), detached.
 
     The backward stops at `layer`; nothing before it is recorded. The CAM family is built on it.
+    With create_graph, both stay in the autograd graph (plain autograd, create_graph=True), so any
+    map computed from them is differentiable with respect to x (when it requires grad) and the
+    model's parameters.
 
     Args:
         model: the CNN.
@@ -208,6 +248,7 @@ def layer_activations_and_gradients(model, x: torch.Tensor, target: Target, laye
         layer: the module whose (B, K, h, w) output is taken (see featvis_fast.layer_names).
         call: which call of a module that runs several times (0: the first).
         grad_seed: "onehot" or "activation" (see saliency).
+        create_graph: keep both in the autograd graph (see above).
         backend: kernel backend (None: the fastest for x's device).
         method: the calling method's name, for error messages.
 
@@ -218,6 +259,8 @@ def layer_activations_and_gradients(model, x: torch.Tensor, target: Target, laye
     check_grad_seed(grad_seed)
     if layer is None:
         raise ValueError(f"{method} needs a layer name (see featvis_fast.layer_names(model))")
+    if check_create_graph(create_graph):
+        return _graph_layer_gradients(model, x, target, layer, call, grad_seed, method)
     chosen = _backend.resolve_backend(backend, x.device)
 
     def run(laid_out, rewrites):
@@ -228,8 +271,7 @@ def layer_activations_and_gradients(model, x: torch.Tensor, target: Target, laye
             if rewrites is not None:
                 rewrites.check_no_escapes()
             acts = capture.result()
-            if acts.dim() != 4:
-                raise ValueError(f"{method} needs a (B, C, h, w) layer output; {layer!r} gives {tuple(acts.shape)}")
+            _check_layer_output(acts, layer, method)
             if not selected.requires_grad:
                 raise ValueError(f"{method}: the target does not depend on layer {layer!r} (is it after the target?)")
             fold_batch_norms(selected)
@@ -242,10 +284,29 @@ def layer_activations_and_gradients(model, x: torch.Tensor, target: Target, laye
     return _in_best_layout(lambda laid_out: _rewrites.run(model, lambda f: run(laid_out, f)), x)
 
 
+def _check_layer_output(acts: torch.Tensor, layer: str, method: str) -> None:
+    if acts.dim() != 4:
+        raise ValueError(f"{method} needs a (B, C, h, w) layer output; {layer!r} gives {tuple(acts.shape)}")
+
+
+def _graph_layer_gradients(model, x, target, layer, call, grad_seed, method) -> tuple[torch.Tensor, torch.Tensor]:
+    """layer_activations_and_gradients with create_graph: the layer's output and dS/d(output), in the graph."""
+    with torch.enable_grad():
+        with LayerCapture(model, layer, call, as_branch=True) as capture:
+            selected = _forward_selected(model, x, target)
+        acts = capture.result()
+        _check_layer_output(acts, layer, method)
+        if capture.branch is None or not selected.requires_grad:
+            raise ValueError(f"{method}: the target does not depend on layer {layer!r} (is it after the target?)")
+        (grads,) = torch.autograd.grad(selected, capture.branch, backward_seed(selected, grad_seed, in_graph=True),
+                                       create_graph=True)
+    return acts, grads
+
+
 @renamed_keywords(seed="grad_seed")
 def gradcam(model: torch.nn.Module, x: torch.Tensor, target: Target = None, layer: str = None, *,
             relu: bool = True, upsample: bool | str = False, call: int = 0, grad_seed: str = "onehot",
-            backend: str | None = None) -> torch.Tensor:
+            create_graph: bool = False, backend: str | None = None) -> torch.Tensor:
     """Grad-CAM (Selvaraju et al. 2017) at a layer: ReLU(sum_k mean_ij(dS/dA_k) A_k).
 
     The backward stops at `layer`; nothing before it is recorded.
@@ -259,13 +320,15 @@ def gradcam(model: torch.nn.Module, x: torch.Tensor, target: Target = None, laye
         upsample: False (the layer's h x w), True / "bilinear" or "nearest" (to x's H x W).
         call: which call of a module that runs several times (0: the first).
         grad_seed: "onehot" or "activation" (see saliency).
+        create_graph: keep the map in the autograd graph, differentiable with respect to x (when
+            it requires grad) and the model's parameters (see saliency).
         backend: kernel backend (None: the fastest for x's device).
 
     Returns:
         the maps (B, h, w), or (B, H, W) with upsample, in x's dtype.
     """
     acts, grads = layer_activations_and_gradients(model, x, target, layer, call=call, grad_seed=grad_seed,
-                                                  backend=backend, method="gradcam")
+                                                  create_graph=create_graph, backend=backend, method="gradcam")
     cam = (grads.mean(dim=(2, 3), keepdim=True) * acts).sum(dim=1).contiguous()
     if relu:
         cam = cam.clamp_min(0)

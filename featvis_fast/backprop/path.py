@@ -17,7 +17,7 @@ from .. import _rectifier_reference as ref
 from .._validate import check_choice, check_model_and_batch
 from ..engine import Target
 from . import _rows
-from .methods import _attribute, _forward_selected
+from .methods import _attribute, _forward_selected, check_create_graph
 
 METHODS = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
 
@@ -72,11 +72,12 @@ def _baseline(baseline: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return baseline.detach().to(dtype=x.dtype, device=x.device)
 
 
-def _gradients(model, rows: torch.Tensor, target: Target, rows_per_call: int, backend, method: str) -> torch.Tensor:
-    """d(target)/d(row) for stacked rows, `rows_per_call` at a time."""
+def _gradients(model, rows: torch.Tensor, target: Target, rows_per_call: int, backend, method: str,
+               create_graph: bool = False) -> torch.Tensor:
+    """d(target)/d(row) for stacked rows, `rows_per_call` at a time (in the autograd graph with create_graph)."""
     def gradient(chunk, chunk_target):
         return _attribute(model, chunk, chunk_target, ref.BACKPROP, grad_seed="onehot", backend=backend,
-                          nonlinear="ignore", method=method)
+                          nonlinear="ignore", method=method, create_graph=create_graph)
 
     return _rows.run_rows(gradient, rows, target, rows_per_call)
 
@@ -98,6 +99,7 @@ def completeness_delta(model, attributions: torch.Tensor, start: torch.Tensor, e
 def integrated_gradients(model: torch.nn.Module, x: torch.Tensor, target: Target = None,
                          baseline: float | torch.Tensor = 0.0, steps: int = 50, method: str = "gausslegendre", *,
                          internal_batch_size: int | None = None, return_delta: bool = False,
+                         create_graph: bool = False,
                          backend: str | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Integrated gradients (Sundararajan, Taly & Yan, ICML 2017), Captum's IntegratedGradients.
 
@@ -118,6 +120,9 @@ def integrated_gradients(model: torch.nn.Module, x: torch.Tensor, target: Target
         internal_batch_size: rows per forward/backward (None: max(B, 32) on the CPU, max(B, 256) on
             CUDA).
         return_delta: also return the completeness error, Captum's convergence delta.
+        create_graph: keep the attributions in the autograd graph, differentiable with respect to x
+            (when it requires grad) and the model's parameters (plain autograd; see fv.saliency);
+            the delta is not.
         backend: kernel backend (None: the fastest for x's device).
 
     Returns:
@@ -126,7 +131,7 @@ def integrated_gradients(model: torch.nn.Module, x: torch.Tensor, target: Target
     """
     check_model_and_batch(model, x)
     sizes, alphas = quadrature(method, steps)
-    x0 = x.detach()
+    x0 = x if check_create_graph(create_graph) else x.detach()
     start = _baseline(baseline, x0)
     batch = x0.shape[0]
     target = _rows.resolve_target(model, x0, target)
@@ -134,13 +139,14 @@ def integrated_gradients(model: torch.nn.Module, x: torch.Tensor, target: Target
     a = torch.tensor(alphas, dtype=x0.dtype, device=x0.device).view(steps, *([1] * x0.dim()))
     rows = (start + a * diff).reshape(steps * batch, *x0.shape[1:])
     grads = _gradients(model, rows, _rows.expand_target(target, batch, steps),
-                       _rows.rows_per_pass(internal_batch_size, batch, x0.device), backend, "integrated_gradients")
+                       _rows.rows_per_pass(internal_batch_size, batch, x0.device), backend, "integrated_gradients",
+                       create_graph)
     weights = torch.tensor(sizes).float().to(device=grads.device, dtype=grads.dtype)
     total = (grads.reshape(steps, batch, -1) * weights.view(steps, 1, 1)).sum(dim=0).view_as(x0)
     attributions = total * diff
     if not return_delta:
         return attributions
-    return attributions, completeness_delta(model, attributions, start.expand_as(x0), x0, target)
+    return attributions, completeness_delta(model, attributions.detach(), start.expand_as(x0), x0.detach(), target)
 
 
 def _draws(generator, samples, batch, choices, x, stdev, baseline_index, noise, alphas):
@@ -172,7 +178,7 @@ def gradient_shap(model: torch.nn.Module, x: torch.Tensor, target: Target = None
                   samples: int = 5, stdev: float = 0.0, *, generator: torch.Generator | None = None,
                   baseline_index: torch.Tensor | None = None, noise: torch.Tensor | None = None,
                   alphas: torch.Tensor | None = None, internal_batch_size: int | None = None,
-                  return_delta: bool = False, backend: str | None = None
+                  return_delta: bool = False, create_graph: bool = False, backend: str | None = None
                   ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """GradientSHAP (Lundberg & Lee, NeurIPS 2017), Captum's GradientShap: expected gradients.
 
@@ -196,6 +202,9 @@ def gradient_shap(model: torch.nn.Module, x: torch.Tensor, target: Target = None
         internal_batch_size: rows per forward/backward (None: max(B, 32) on the CPU, max(B, 256) on
             CUDA).
         return_delta: also return the completeness error of each sample.
+        create_graph: keep the attributions in the autograd graph, differentiable with respect to x
+            (when it requires grad) and the model's parameters (plain autograd; see fv.saliency);
+            the delta is not.
         backend: kernel backend (None: the fastest for x's device).
 
     Returns:
@@ -206,7 +215,7 @@ def gradient_shap(model: torch.nn.Module, x: torch.Tensor, target: Target = None
     _rows.check_count("samples", samples)
     if baselines is None:
         raise ValueError("gradient_shap needs baselines, a (N, C, H, W) tensor of reference inputs")
-    x0 = x.detach()
+    x0 = x if check_create_graph(create_graph) else x.detach()
     image = tuple(x0.shape[1:])
     if not isinstance(baselines, torch.Tensor) or not baselines.is_floating_point():
         raise TypeError(f"baselines must be a floating-point tensor (N, *x.shape[1:]), got {type(baselines).__name__}")
@@ -225,10 +234,11 @@ def gradient_shap(model: torch.nn.Module, x: torch.Tensor, target: Target = None
     rows = (a * noisy + (1.0 - a) * starts).reshape(samples * batch, *image)
     expanded = _rows.expand_target(target, batch, samples)
     grads = _gradients(model, rows, expanded, _rows.rows_per_pass(internal_batch_size, batch, x0.device), backend,
-                       "gradient_shap")
+                       "gradient_shap", create_graph)
     per_sample = (noisy - starts).reshape(samples * batch, *image) * grads
     attributions = per_sample.view(samples, *x0.shape).sum(dim=0) / samples
     if not return_delta:
         return attributions
-    delta = completeness_delta(model, per_sample, starts.reshape(-1, *image), noisy.reshape(-1, *image), expanded)
+    delta = completeness_delta(model, per_sample.detach(), starts.reshape(-1, *image),
+                               noisy.detach().reshape(-1, *image), expanded)
     return attributions, delta.view(samples, batch)

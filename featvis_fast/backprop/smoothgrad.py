@@ -58,7 +58,9 @@ def smoothgrad(method: Callable[..., torch.Tensor], model: torch.nn.Module, x: t
             unused), so a run can be reproduced or compared with another tool exactly.
         internal_batch_size: rows per call of method (None: max(B, 32) on the CPU, max(B, 256) on
             CUDA).
-        method_kwargs: keyword arguments passed to every call of method (layer=, backend=, ...).
+        method_kwargs: keyword arguments passed to every call of method (layer=, backend=, ...);
+            with create_graph=True (for a method that takes it) the result stays in the autograd
+            graph, differentiable with respect to x (when it requires grad) and the parameters.
 
     Returns:
         (B, ...) shaped like one call of method on x, in x's dtype.
@@ -68,8 +70,8 @@ def smoothgrad(method: Callable[..., torch.Tensor], model: torch.nn.Module, x: t
     check_model_and_batch(model, x)
     check_choice("kind", kind, KINDS)
     _rows.check_count("samples", samples)
-    x0 = x.detach()
-    noise = _noise(noise, generator, samples, sigma, x0)
+    x0 = x if method_kwargs.get("create_graph") is True else x.detach()
+    noise = _noise(noise, generator, samples, sigma, x0.detach())
     batch = x0.shape[0]
     target = _rows.resolve_target(model, x0, target)
     rows = (x0 + noise).reshape(samples * batch, *x0.shape[1:])

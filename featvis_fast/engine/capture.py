@@ -93,15 +93,21 @@ def extract(model: torch.nn.Module, x: torch.Tensor, layer: str | Sequence[str],
 
 class LayerCapture:
     """Forward hook on one module: records its output at call `call`; optionally replaces it by a
-    fresh leaf that requires grad (Grad-CAM: the backward stops there) and/or stops the forward."""
+    fresh leaf that requires grad (Grad-CAM: the backward stops there) and/or stops the forward.
+
+    as_branch: the output stays in the autograd graph (self.output) and the model continues on a
+    clone of it (self.branch), so in-place ops after the layer leave self.output intact and the
+    gradient at self.branch is the gradient at the layer's output (differentiable CAMs). An
+    output that requires no grad (nothing before the layer does) becomes a leaf that does.
+    """
 
     def __init__(self, model: torch.nn.Module, layer: str | torch.nn.Module, call: int = 0, *, as_leaf: bool = False,
-                 stop: bool = False) -> None:
+                 as_branch: bool = False, stop: bool = False) -> None:
         if not isinstance(call, int) or call < 0:
             raise ValueError(f"call must be an int >= 0, got {call!r}")
         self.module, self.layer, self.call = find_module(model, layer), layer, call
-        self.as_leaf, self.stop = as_leaf, stop
-        self.calls, self.output = 0, None
+        self.as_leaf, self.as_branch, self.stop = as_leaf, as_branch, stop
+        self.calls, self.output, self.branch = 0, None, None
         self._handle = None
 
     def __enter__(self) -> "LayerCapture":
@@ -119,11 +125,14 @@ class LayerCapture:
             return None
         if not isinstance(output, torch.Tensor):
             raise TypeError(f"layer {self.layer!r} returns {type(output).__name__}, not a tensor")
-        if self.as_leaf:
+        if self.as_leaf or (self.as_branch and not output.requires_grad):
             output = output.detach().requires_grad_(True)
         self.output = output
         if self.stop:
             raise StopForward
+        if self.as_branch:
+            self.branch = output.clone()
+            return self.branch
         # the model continues on a copy: a following in-place op must not change the leaf
         return output.clone() if self.as_leaf else None
 

@@ -122,16 +122,18 @@ def check_grad_seed(grad_seed: str) -> str:
     return grad_seed
 
 
-def backward_seed(selected: torch.Tensor, grad_seed: str) -> torch.Tensor:
+def backward_seed(selected: torch.Tensor, grad_seed: str, *, in_graph: bool = False) -> torch.Tensor:
     """The tensor the backward pass starts from (autograd's grad_outputs).
 
     Args:
         selected: the activations the target selects, (B,) or (B, ...).
         grad_seed: "onehot" (ones: the gradient of their sum) or "activation" (the activations).
+        in_graph: the "activation" seed stays in the autograd graph (a create_graph backward then
+            differentiates J(x)^T A(x) as a whole, not with A held constant).
 
     Returns:
         a tensor shaped like selected.
     """
     if check_grad_seed(grad_seed) == "onehot":
         return torch.ones_like(selected)
-    return selected.detach().clone()
+    return selected if in_graph else selected.detach().clone()

@@ -29,16 +29,21 @@ def _available_cpu_bytes() -> int:
     return 4 * 2**30
 
 
-def largest_activation_bytes(model: torch.nn.Module, run_one: Callable[[], object]) -> int:
-    """Bytes of the largest tensor any leaf module outputs while run_one() runs (one image)."""
-    largest = 0
+def largest_activation_bytes(model: torch.nn.Module, run_one: Callable[[], object],
+                             after: torch.nn.Module | None = None) -> int:
+    """Bytes of the largest tensor any leaf module outputs while run_one() runs (one image); with
+    `after`, only that module's output and those after it count (what one item costs when a batch
+    enters at that layer, as in Ablation-CAM)."""
+    largest, counting = 0, [after is None]
 
     def hook(module, inputs, output):
         nonlocal largest
-        if isinstance(output, torch.Tensor):
+        counting[0] = counting[0] or module is after
+        if counting[0] and isinstance(output, torch.Tensor):
             largest = max(largest, output.numel() * output.element_size())
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
+    watched = [m for m in model.modules() if not list(m.children()) and m is not after]
+    handles = [m.register_forward_hook(hook) for m in watched + ([after] if after is not None else [])]
     try:
         with torch.no_grad():
             run_one()
@@ -56,8 +61,10 @@ def laid_out_batch(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tenso
     return x, 3 * (largest[0] if largest else x[:1].numel() * x.element_size())
 
 
-def pick_batch_size(batch_size: int | None, total: int, device: torch.device, item_bytes: int) -> int:
-    """An explicit batch size (checked), else the largest that fits, at least 1 and at most `total`."""
+def pick_batch_size(batch_size: int | None, total: int, device: torch.device, item_bytes: int,
+                    cpu_cap: int = CPU_CAP) -> int:
+    """An explicit batch size (checked), else the largest that fits, at least 1 and at most `total`
+    (and at most cpu_cap on the CPU)."""
     if batch_size is not None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1 or None, got {batch_size!r}")
@@ -66,7 +73,7 @@ def pick_batch_size(batch_size: int | None, total: int, device: torch.device, it
         free, _ = torch.cuda.mem_get_info(device)
         fit, cap = int(0.5 * free) // max(item_bytes, 1), CUDA_CAP
     else:
-        fit, cap = int(0.25 * _available_cpu_bytes()) // max(item_bytes, 1), CPU_CAP
+        fit, cap = int(0.25 * _available_cpu_bytes()) // max(item_bytes, 1), cpu_cap
     return max(1, min(fit, cap, max(total, 1)))
 
 

@@ -144,7 +144,8 @@ def ablationcam(model: torch.nn.Module, x: torch.Tensor, target: Target = None, 
         layer: the module whose (B, K, h, w) output is ablated (see featvis_fast.layer_names).
         relu: clamp the map at 0 (pytorch-grad-cam's).
         upsample: False (the layer's h x w), True / "bilinear" or "nearest" (to x's H x W).
-        batch_size: ablated copies per forward (None: the largest batch that fits in memory).
+        batch_size: ablated copies per forward (None: the largest batch that fits in memory, counting
+            only what runs after the layer; on the CPU up to as many bytes as 32 whole passes).
         progress: a tqdm bar on long runs.
         backend: unused by the ablation itself (kept for the common signature); checked.
 
@@ -160,21 +161,28 @@ def ablationcam(model: torch.nn.Module, x: torch.Tensor, target: Target = None, 
         scores = torch.empty(batch * channels, dtype=ref_scores.dtype, device=x.device)
         one_image_stem = [True]  # the forward before the layer on one image, unless the model needs a full batch
 
+        def suffix_scores(outputs, src):  # the target's scores with `outputs` in place of the layer's
+            if one_image_stem[0]:
+                try:
+                    return _targets.scores(Probe(model, inject_layer=layer, stem=x[:1])(outputs), target, classes,
+                                           src.int())
+                except RuntimeError:  # e.g. EfficientNet's x.view(input_batch, -1) after the layer
+                    one_image_stem[0] = False
+            return _targets.scores(Probe(model, inject_layer=layer, stem=x[src])(outputs), target, classes, src.int())
+
         def work(start, stop):  # item i = b * K + k: image b's layer output with channel k zeroed
             items = torch.arange(start, stop, device=x.device)
             src = torch.div(items, channels, rounding_mode="floor")
             ablated = acts[src]  # a gathered copy
             ablated[torch.arange(stop - start, device=x.device), items % channels] = 0
-            if one_image_stem[0]:
-                try:
-                    out = Probe(model, inject_layer=layer, stem=x[:1])(ablated)
-                except RuntimeError:  # e.g. EfficientNet's x.view(input_batch, -1) after the layer
-                    one_image_stem[0] = False
-            if not one_image_stem[0]:
-                out = Probe(model, inject_layer=layer, stem=x[src])(ablated)
-            scores[start:stop] = _targets.scores(out, target, classes, src.int())
+            scores[start:stop] = suffix_scores(ablated, src)
 
-        size = _chunks.pick_batch_size(batch_size, batch * channels, x.device, item_bytes)
+        # an item is the part after the layer: batches as large in memory as CPU_CAP whole passes
+        # (each batch also reruns the part before the layer on one image)
+        one_pass = lambda: rewritten_forward(model, lambda: model(x[:1]))
+        after = 3 * max(1, _chunks.largest_activation_bytes(model, one_pass, after=find_module(model, layer)))
+        cpu_cap = max(_chunks.CPU_CAP, _chunks.CPU_CAP * item_bytes // after)
+        size = _chunks.pick_batch_size(batch_size, batch * channels, x.device, after, cpu_cap=cpu_cap)
         _chunks.run_batches(batch * channels, size, work, progress=progress, desc="Ablation-CAM", device=x.device)
         weights = (ref_scores[:, None] - scores.view(batch, channels)) / ref_scores[:, None]
         return _finish(weights, acts, relu, upsample, tuple(x.shape[-2:]))
