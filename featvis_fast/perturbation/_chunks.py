@@ -77,6 +77,14 @@ def pick_batch_size(batch_size: int | None, total: int, device: torch.device, it
     return max(1, min(fit, cap, max(total, 1)))
 
 
+def balanced_batch_size(batch_size: int, total: int) -> int:
+    """The smallest batch size that still needs only ceil(total / batch_size) batches: the batches
+    then differ in length by at most one (no short last batch that a matrix product would run on
+    another code path, rounding differently)."""
+    batches = max(1, -(-total // max(batch_size, 1)))
+    return max(1, -(-total // batches))
+
+
 def run_batches(total: int, batch_size: int, work: Callable[[int, int], None], *, progress: bool,
                 desc: str, device: torch.device, step: int = 1) -> None:
     """work(start, stop) for consecutive slices of range(total), each a multiple of `step` long

@@ -131,6 +131,8 @@ def ablationcam(model: torch.nn.Module, x: torch.Tensor, target: Target = None, 
 
     w_k = (S - S_k) / S, where S is the target's score and S_k its score with channel k of the
     layer's output set to 0 (the ablated outputs replace the layer's own in the forward pass).
+    S is computed like the S_k, the unablated output through the part after the layer in the same
+    batches: S - S_k is a small difference of two large scores, and rounding they share cancels.
     Departures from pytorch-grad-cam: the scores keep x's precision (it rounds them to float32);
     and a channel is always ablated to 0, where pytorch-grad-cam, for a layer output whose
     minimum is not 0, writes min - 1e7 instead (and lowers it further with each channel of a
@@ -158,7 +160,12 @@ def ablationcam(model: torch.nn.Module, x: torch.Tensor, target: Target = None, 
         ref_out, acts = _clean_pass(model, x, layer)
         classes, ref_scores = _targets.resolve(ref_out, target)
         batch, channels = acts.shape[:2]
-        scores = torch.empty(batch * channels, dtype=ref_scores.dtype, device=x.device)
+        # item b * (K + 1) + k: image b's layer output with channel k zeroed, and for k = K unablated: S
+        # runs through the same suffix, in the same batches, as the S_k, so that the rounding they
+        # share cancels in the small difference S - S_k (float32 weights ~100x closer to float64)
+        per_image = channels + 1
+        total = batch * per_image
+        scores = torch.empty(total, dtype=ref_scores.dtype, device=x.device)
         one_image_stem = [True]  # the forward before the layer on one image, unless the model needs a full batch
 
         def suffix_scores(outputs, src):  # the target's scores with `outputs` in place of the layer's
@@ -170,11 +177,13 @@ def ablationcam(model: torch.nn.Module, x: torch.Tensor, target: Target = None, 
                     one_image_stem[0] = False
             return _targets.scores(Probe(model, inject_layer=layer, stem=x[src])(outputs), target, classes, src.int())
 
-        def work(start, stop):  # item i = b * K + k: image b's layer output with channel k zeroed
+        def work(start, stop):
             items = torch.arange(start, stop, device=x.device)
-            src = torch.div(items, channels, rounding_mode="floor")
+            src = torch.div(items, per_image, rounding_mode="floor")
+            channel = items % per_image
             ablated = acts[src]  # a gathered copy
-            ablated[torch.arange(stop - start, device=x.device), items % channels] = 0
+            rows = (channel < channels).nonzero().squeeze(1)
+            ablated[rows, channel[rows]] = 0
             scores[start:stop] = suffix_scores(ablated, src)
 
         # an item is the part after the layer: batches as large in memory as CPU_CAP whole passes
@@ -182,7 +191,10 @@ def ablationcam(model: torch.nn.Module, x: torch.Tensor, target: Target = None, 
         one_pass = lambda: rewritten_forward(model, lambda: model(x[:1]))
         after = 3 * max(1, _chunks.largest_activation_bytes(model, one_pass, after=find_module(model, layer)))
         cpu_cap = max(_chunks.CPU_CAP, _chunks.CPU_CAP * item_bytes // after)
-        size = _chunks.pick_batch_size(batch_size, batch * channels, x.device, after, cpu_cap=cpu_cap)
-        _chunks.run_batches(batch * channels, size, work, progress=progress, desc="Ablation-CAM", device=x.device)
-        weights = (ref_scores[:, None] - scores.view(batch, channels)) / ref_scores[:, None]
+        size = _chunks.pick_batch_size(batch_size, total, x.device, after, cpu_cap=cpu_cap)
+        _chunks.run_batches(total, _chunks.balanced_batch_size(size, total), work, progress=progress,
+                            desc="Ablation-CAM", device=x.device)
+        scores = scores.view(batch, per_image)
+        clean = scores[:, channels:]
+        weights = (clean - scores[:, :channels]) / clean
         return _finish(weights, acts, relu, upsample, tuple(x.shape[-2:]))
