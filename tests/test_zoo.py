@@ -276,7 +276,8 @@ def test_lrp_epsilon_matches_zennit_on_vgg11():
     linear layer (rectifiers pass relevance, average pooling by Zennit's Norm rule, max pooling to
     the winner), with the target's logit as the relevance that enters: float64 to 1e-9 on the
     first and later calls, float32 within 2x Zennit's own float32 error."""
-    pytest.importorskip("zennit")  # imports torchvision, after _zoo's schemas
+    _zoo.torchvision_models()  # zennit imports torchvision: the schemas first, also when run alone
+    pytest.importorskip("zennit")
     from zennit.composites import LayerMapComposite
     from zennit.core import Stabilizer
     from zennit.rules import Epsilon, Norm, Pass

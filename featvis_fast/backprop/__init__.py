@@ -1,11 +1,13 @@
 """The deconvolution / backprop family: saliency, input x gradient, DeconvNet, guided backprop,
-Grad-CAM, guided Grad-CAM and LRP-epsilon, with the rectifier rules applied by fused kernels
-(featvis::rectify); integrated gradients and GradientSHAP (path); SmoothGrad around any of them."""
+Grad-CAM, guided Grad-CAM, with the rectifier rules applied by fused kernels (featvis::rectify);
+LRP with FeatureVis' epsilon rule and Zennit's rules and composites (lrp); integrated gradients
+and GradientSHAP (path); SmoothGrad around any of them."""
 from ..engine import NonPiecewiseLinearWarning, RectifierRuleMode, Unit, set_forward_rewrites
 from .cams import eigencam, eigengradcam, gradcam_pp, hirescam, layercam, xgradcam
 from .captum_style import Deconvolution, GuidedBackprop, GuidedGradCam, LayerGradCam, LRPEpsilon, Saliency
 from .fullgrad import fullgrad
-from .methods import deconvnet, gradcam, guided_backprop, guided_gradcam, input_x_gradient, lrp, saliency
+from .lrp import lrp
+from .methods import deconvnet, gradcam, guided_backprop, guided_gradcam, input_x_gradient, saliency
 from .path import gradient_shap, integrated_gradients
 from .smoothgrad import smoothgrad
 

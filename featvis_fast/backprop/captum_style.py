@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from ..engine import Target
+from . import lrp as _lrp
 from . import methods
 
 
@@ -64,4 +65,4 @@ class LRPEpsilon(_Attribution):
         self.eps = eps
 
     def attribute(self, inputs: torch.Tensor, target: Target = None) -> torch.Tensor:
-        return methods.lrp(self.model, inputs, target, eps=self.eps, backend=self.backend)
+        return _lrp.lrp(self.model, inputs, target, eps=self.eps, backend=self.backend)

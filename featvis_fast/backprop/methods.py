@@ -5,7 +5,6 @@ deconvnet          DeconvNet rule at rectifiers (Zeiler & Fergus 2014)
 guided_backprop    guided rule at rectifiers (Springenberg et al. 2015)
 gradcam            Grad-CAM (Selvaraju et al. 2017): ReLU(sum_k mean_ij(dS/dA_k) A_k) at a layer
 guided_gradcam     guided backprop x upsampled Grad-CAM (Selvaraju et al. 2017)
-lrp                LRP-epsilon (Bach et al. 2015), relevance at the input pixels
 input_x_gradient   x * gradient (Shrikumar et al. 2016; Captum's InputXGradient)
 
 Rectifiers are found by RectifierRuleMode whatever their spelling; the model is never modified.
@@ -203,31 +202,6 @@ def guided_backprop(model: torch.nn.Module, x: torch.Tensor, target: Target = No
     """
     return _attribute(model, x, target, ref.GUIDED, grad_seed=grad_seed, backend=backend, nonlinear=nonlinear,
                       method="guided_backprop")
-
-
-def lrp(model: torch.nn.Module, x: torch.Tensor, target: Target = None, *, eps: float = 1e-3,
-        nonlinear: str = "warn", backend: str | None = None) -> torch.Tensor:
-    """LRP-epsilon relevance at the input (Bach et al. 2015; FeatureVis' eps * sign(z) stabilizer).
-
-    The relevance that enters is the target's activation; convolutions and linear layers use the
-    epsilon rule, rectifiers pass relevance through (docs: Backprop attributions, LRP).
-
-    Args:
-        model: the CNN.
-        x: inputs (B, C, H, W), float32 or float64.
-        target: what is explained, a featvis_fast.Target (None: the predicted class per sample).
-        eps: the stabilizer epsilon (>= 0).
-        nonlinear: "warn", "error" or "ignore" on a non-piecewise-linear activation.
-        backend: kernel backend (None: the fastest for x's device).
-
-    Returns:
-        the relevance x * (LRP-modified gradient), shaped like x, in x's dtype.
-    """
-    if not isinstance(eps, (int, float)) or not eps >= 0:
-        raise ValueError(f"eps must be a number >= 0, got {eps!r}")
-    grad = _attribute(model, x, target, ref.BACKPROP, grad_seed="onehot", backend=backend, nonlinear=nonlinear,
-                      method="lrp", lrp_eps=float(eps))
-    return x.detach() * grad
 
 
 def layer_activations_and_gradients(model, x: torch.Tensor, target: Target, layer: str, *, call: int = 0,
