@@ -18,6 +18,11 @@ their batching, each at the best of the settings given (--captum-batches, --pgc-
   B x K masked copies through the plain model at the reference's best batch size): the reference's
   time over theirs bounds the speed-up of any implementation that runs them.
 
+Integrated gradients and SmoothGrad rows also time the convolutions alone: the forward and input
+gradient of every convolution and linear layer for all steps x B rows at our rows per pass,
+channels-last, each layer on its own (bench: convolutions_alone). The reference's time over
+theirs is the speed-up left if batch norms, rectifiers, additions and all bookkeeping cost nothing.
+
     python bench/attribution.py [--device cpu|cuda] [--batch 8] [--size 224] [--steps 50]
         [--score-batch 1] [--score-layer early|cam] [--repeats 3] [--methods integrated_gradients ...]
 """
@@ -29,6 +34,8 @@ import sys
 import warnings
 
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
@@ -36,6 +43,7 @@ import _zoo  # noqa: E402
 from _common import environment, median_seconds, write_results  # noqa: E402
 
 import featvis_fast as fv  # noqa: E402
+from featvis_fast.backprop import _rows  # noqa: E402
 
 CAM_LAYERS = {"resnet50": "layer4", "mobilenet_v2": "features.18"}
 SCORE_LAYERS = {"resnet50": "layer1", "mobilenet_v2": "features.14"}  # 256 and 160 channels
@@ -118,6 +126,56 @@ def bare_forwards(model, x, layer, batch_size):
     return run
 
 
+def convolutions_alone(model, x, rows_total, rows_per_pass, repeats):
+    """Seconds the forward and input gradient of every convolution and linear layer the model
+    runs take for `rows_total` rows, `rows_per_pass` at a time, channels-last (each layer timed
+    alone on random values, median of `repeats`, summed): the arithmetic a gradient at every row
+    needs, before batch norms, rectifiers and additions."""
+    layers = []
+
+    def note(module, inputs, _output):
+        layers.append((module, inputs[0].shape[1:]))
+
+    handles = [m.register_forward_hook(note) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.no_grad():
+        model(x[:1])
+    for h in handles:
+        h.remove()
+    per_pass = 0.0
+    for module, shape in layers:
+        inp = torch.randn(rows_per_pass, *shape, device=x.device)
+        if inp.dim() == 4:
+            inp = inp.contiguous(memory_format=torch.channels_last)
+        weight = module.weight.detach()
+        if isinstance(module, nn.Conv2d):
+            conv = dict(stride=module.stride, padding=module.padding, dilation=module.dilation, groups=module.groups)
+            out = F.conv2d(inp, weight, None, **conv)
+            grad = torch.randn_like(out)
+
+            def layer(inp=inp, weight=weight, conv=conv, grad=grad):
+                F.conv2d(inp, weight, None, **conv)
+                torch.ops.aten.convolution_backward(grad, inp, weight, None, list(conv["stride"]),
+                                                    list(conv["padding"]), list(conv["dilation"]), False, [0, 0],
+                                                    conv["groups"], [True, False, False])
+        else:
+            grad = torch.randn(rows_per_pass, weight.shape[0], device=x.device)
+
+            def layer(inp=inp, weight=weight, grad=grad):
+                F.linear(inp, weight)
+                grad @ weight
+
+        per_pass += median_seconds(layer, x.device, repeats, warmup=1)
+    return per_pass * rows_total / rows_per_pass
+
+
+def _floor(row) -> float:
+    return row.get("bare_forwards_s", row.get("convolutions_s"))
+
+
+def _floor_name(row) -> str:
+    return "bare forwards" if "bare_forwards_s" in row else "convolutions alone"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -161,13 +219,17 @@ def main() -> None:
             row = {"model": name, "method": method, "batch": batch, "size": a.size, "setting": setting,
                    "ours_s": t_ours, "reference_s": t_refs[best], "reference_setting": best,
                    "speedup": t_refs[best] / t_ours, "reference_all_s": t_refs}
+            if method in ("integrated_gradients", "smoothgrad"):
+                per_pass = _rows.rows_per_pass(None, a.batch, torch.device(a.device))
+                row["convolutions_s"] = convolutions_alone(model, x, a.batch * a.steps, per_pass, a.repeats)
+                row["ceiling"] = t_refs[best] / row["convolutions_s"]
             if method == "scorecam":
                 n = int(best.split("=")[1])
                 row["bare_forwards_s"] = median_seconds(bare_forwards(model, xs, layer, n), a.device, a.repeats,
                                                         warmup=1)
                 row["ceiling"] = t_refs[best] / row["bare_forwards_s"]
             rows.append(row)
-            bound = f"  (bare forwards {row['bare_forwards_s']:.3f} s: ceiling x{row['ceiling']:.2f})" \
+            bound = f"  ({_floor_name(row)} {_floor(row):.3f} s: ceiling x{row['ceiling']:.2f})" \
                 if "ceiling" in row else ""
             print(f"{name:13s} {method:21s} B={batch:<3d} ours {t_ours:8.3f} s  reference {t_refs[best]:8.3f} s "
                   f"({best or 'default'})  x{row['speedup']:.2f}{bound}", flush=True)
@@ -175,10 +237,10 @@ def main() -> None:
              f"{a.size} px, median of {a.repeats} calls after one warm-up; reference: Captum 0.9 (gradient family), "
              "pytorch-grad-cam 1.5.7 (CAMs), at its best setting of those tried.", "",
              "| model | method | batch | setting | ours s | reference s | reference setting | speed-up | "
-             "bare forwards s (ceiling) |",
+             "floor s (ceiling) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        bound = f"{r['bare_forwards_s']:.3f} ({r['ceiling']:.2f}x)" if "ceiling" in r else ""
+        bound = f"{_floor_name(r)} {_floor(r):.3f} ({r['ceiling']:.2f}x)" if "ceiling" in r else ""
         lines.append(f"| {r['model']} | {r['method']} | {r['batch']} | {r['setting']} | {r['ours_s']:.3f} | "
                      f"{r['reference_s']:.3f} | {r['reference_setting'] or 'default'} | {r['speedup']:.2f}x | "
                      f"{bound} |")
