@@ -16,6 +16,9 @@ zbox       z = f(a; W, b) - f(l; W+, b+) - f(h; W-, b-) with the input bounds l 
 flat       R_a = f^T(R_z / stab(f(1; 1, 0)); 1)                           (Lapuschkin et al. 2019)
 wsquare    R_a = f^T(R_z / stab(f(1; W^2, b^2)); W^2)                          (Montavon et al. 2017)
 pass       R_a = R_z
+excitation R_a = a * f^T(R_z / (f(a; W+, 0) + stabilizer); W+), the input as it is (excitation
+           backprop, Zhang et al. 2016, as TorchRay computes it; `negate`: with -W, for the
+           contrastive pass)
 
 Zennit's parameter modifiers are followed exactly: the bias enters the modified forward of the
 first (positive) term and is zeroed in the terms on negative inputs. `epsilon` is the stabilizer
@@ -30,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 CONVOLUTIONS = (F.conv1d, F.conv2d, F.conv3d)
-RULES = ("epsilon", "zplus", "alphabeta", "gamma", "zbox", "flat", "wsquare", "pass")
+RULES = ("epsilon", "zplus", "alphabeta", "gamma", "zbox", "flat", "wsquare", "pass", "excitation")
 
 
 def stabilize(z: torch.Tensor, eps: float) -> torch.Tensor:
@@ -49,6 +52,7 @@ class Rule:
         gamma: the gamma rule's gamma.
         alpha, beta: the alpha-beta rule's weights (alpha - beta = 1, both >= 0).
         low, high: the z-box rule's input bounds (numbers or tensors broadcastable to the input).
+        negate: the excitation rule with the layer's weights negated.
     """
 
     name: str
@@ -59,6 +63,7 @@ class Rule:
     beta: float = 1.0
     low: object = None
     high: object = None
+    negate: bool = False
 
 
 @dataclass
@@ -119,7 +124,7 @@ def relevance(rule: Rule, layer: AffineLayer, a: torch.Tensor, z: torch.Tensor, 
         rule: the rule.
         layer: the layer (its weight and bias already canonized, e.g. batch norm merged in).
         a: the layer's input (N, ...), detached.
-        z: the layer's output f(a; W, b) (N, ...), detached.
+        z: the layer's output f(a; W, b) (N, ...), detached (for the gamma rule its sign suffices).
         r: the relevance at the output, shaped like z.
 
     Returns:
@@ -129,6 +134,10 @@ def relevance(rule: Rule, layer: AffineLayer, a: torch.Tensor, z: torch.Tensor, 
     name = rule.name
     if name == "pass":
         return r
+    if name == "excitation":
+        w_plus = (-w if rule.negate else w).clamp(min=0)
+        s = r / (layer(a, w_plus, None) + rule.stabilizer)
+        return a * _transpose(layer, a, w_plus, s)
     if name == "epsilon":
         s = r / stabilize(z, rule.epsilon)
         return a * _transpose(layer, a, w, s)

@@ -110,28 +110,31 @@ class _PassInPlace(torch.autograd.Function):
 
 
 class _Norm(torch.autograd.Function):
-    """z = op(x_1, ...) linear (a sum, an average pool); backward: R_i = x_i * op^T_i(R / stab(z))."""
+    """z = op(x_1, ...) linear (a sum, an average pool); backward: R_i = x_i * op^T_i(R / stab(z)).
+    The backward recomputes z from the saved inputs (the same op on the same values: the same
+    bits), so nothing activation-sized is kept beyond the inputs; an in-place sum keeps a copy of
+    the input it overwrites."""
 
     @staticmethod
     def forward(ctx, stabilizer, op, *xs):
         ctx.stabilizer, ctx.op = stabilizer, op
-        saved = [x.detach().clone() if op.in_place else x.detach() for x in xs]
-        ctx.save_for_backward(*saved)
+        ctx.overwritten = xs[0].detach().clone() if op.in_place else None
+        ctx.save_for_backward(*(xs[1:] if op.in_place else xs))
         with torch.no_grad():
             z = op(*xs)
         if op.in_place:
             ctx.mark_dirty(xs[0])
-        ctx.z = z.detach().clone() if op.in_place else z.detach()
         return z
 
     @staticmethod
     def backward(ctx, r):
         xs = ctx.saved_tensors
-        s = r / stabilize(ctx.z, ctx.stabilizer)
+        if ctx.overwritten is not None:
+            xs = (ctx.overwritten, *xs)
         leaves = [x.detach().requires_grad_(True) for x in xs]
         with torch.enable_grad():
             z = ctx.op.plain(*leaves)
-        grads = torch.autograd.grad(z, leaves, s)
+        grads = torch.autograd.grad(z, leaves, r / stabilize(z.detach(), ctx.stabilizer))
         return (None, None, *(x * g for x, g in zip(xs, grads)))
 
 
@@ -231,7 +234,9 @@ class RelevanceMode(TorchFunctionMode):
     def _node(self, a, layer: AffineLayer, rule: Rule, z: torch.Tensor) -> torch.Tensor:
         if rule.name == "zbox":
             check_bounds(rule, a)
-        keep = z.detach().clone() if rule.name in ("epsilon", "gamma", "zbox") else None
+        # what the rule reads of z, kept now (an in-place op may overwrite z): the gamma rule only its sign
+        keep = (z.detach().sign().to(torch.int8) if rule.name == "gamma"
+                else z.detach().clone() if rule.name in ("epsilon", "zbox") else None)
         return _AffineNode.apply(a, _AffineState(layer, rule, keep, z))
 
     def _consume_pending(self, func, args, kwargs):
