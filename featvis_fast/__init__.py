@@ -9,6 +9,7 @@ from .backprop import (
     deconvnet,
     eigencam,
     eigengradcam,
+    excitation_backprop,
     fullgrad,
     gradcam,
     gradcam_pp,
@@ -45,4 +46,5 @@ __all__ = [
     "saliency", "sample_image", "sample_images", "signed_map",
     "gradient_shap", "input_x_gradient", "integrated_gradients", "smoothgrad",
     "eigencam", "eigengradcam", "gradcam_pp", "hirescam", "layercam", "xgradcam", "scorecam", "ablationcam", "fullgrad",
+    "excitation_backprop",
 ]

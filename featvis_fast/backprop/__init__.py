@@ -5,6 +5,7 @@ and GradientSHAP (path); SmoothGrad around any of them."""
 from ..engine import NonPiecewiseLinearWarning, RectifierRuleMode, Unit, set_forward_rewrites
 from .cams import eigencam, eigengradcam, gradcam_pp, hirescam, layercam, xgradcam
 from .captum_style import Deconvolution, GuidedBackprop, GuidedGradCam, LayerGradCam, LRPEpsilon, Saliency
+from .excitation import excitation_backprop
 from .fullgrad import fullgrad
 from .lrp import lrp
 from .methods import deconvnet, gradcam, guided_backprop, guided_gradcam, input_x_gradient, saliency
@@ -16,4 +17,5 @@ __all__ = [
     "RectifierRuleMode", "Saliency", "Unit", "deconvnet", "gradcam", "gradient_shap", "guided_backprop",
     "guided_gradcam", "input_x_gradient", "integrated_gradients", "lrp", "saliency", "set_forward_rewrites",
     "smoothgrad", "fullgrad", "eigencam", "eigengradcam", "gradcam_pp", "hirescam", "layercam", "xgradcam",
+    "excitation_backprop",
 ]

@@ -37,8 +37,8 @@ RULES = ("epsilon", "zplus", "alphabeta", "gamma", "zbox", "flat", "wsquare", "p
 
 
 def stabilize(z: torch.Tensor, eps: float) -> torch.Tensor:
-    """z + eps * sign(z), with sign(0) = +1 (Zennit's stabilizer)."""
-    return z + ((z == 0).to(z.dtype) + z.sign()) * eps
+    """z + eps * sign(z), with sign(0) = +1 (Zennit's stabilizer; one new tensor, no others)."""
+    return torch.where(z < 0, z.new_tensor(-eps), z.new_tensor(eps)).add_(z)
 
 
 @dataclass(frozen=True)
@@ -153,8 +153,9 @@ def relevance(rule: Rule, layer: AffineLayer, a: torch.Tensor, z: torch.Tensor, 
         s = r / stabilize(z - outputs[0] - outputs[1], rule.stabilizer)
         g_low, g_high = grads([s, s])
         return a * _transpose(layer, a, w, s) - low * g_low - high * g_high
-    ap, an = a.clamp(min=0), a.clamp(max=0)
+    # a rectifier's output is its own positive part: no copies then, and no negative terms
     has_negative = bool((a < 0).any())
+    ap, an = (a.clamp(min=0), a.clamp(max=0)) if has_negative else (a, None)
     if name == "zplus":
         return _signed_share(layer, ap, an, has_negative, (_positive(w), _positive(b)), _negative(w), r,
                              rule.stabilizer)
