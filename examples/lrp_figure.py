@@ -12,12 +12,9 @@ import torch
 from PIL import Image
 
 import featvis_fast as fv
+from featvis_fast import demo_panels
 from featvis_fast.backprop.lrp import COMPOSITES
 from featvis_fast.models import IMAGENET_MEAN, IMAGENET_STD
-
-
-def _rgb(heat: torch.Tensor, colormap: str, stretch) -> Image.Image:
-    return Image.fromarray(fv.colorize(heat, colormap, stretch=stretch).numpy(), "RGBA").convert("RGB")
 
 
 def make_figure(out: str, size: int = 224, samples=("chelsea", "coffee")) -> Image.Image:
@@ -31,23 +28,12 @@ def make_figure(out: str, size: int = 224, samples=("chelsea", "coffee")) -> Ima
     maps = {}
     for composite in COMPOSITES:
         kwargs = box if composite == "epsilon-gamma-box" else {}
-        relevance = fv.lrp(model, x, target, composite=composite, **kwargs)
-        maps[composite] = ("signed", fv.signed_map(relevance))
-    for name, kwargs in (("excitation backprop", {}), ("contrastive EB", {"contrastive": True,
-                                                                          "contrast_layer": "_blocks.15"})):
+        maps[composite] = (fv.signed_map(fv.lrp(model, x, target, composite=composite, **kwargs)), "signed")
+    for name, kwargs in (("excitation backprop", {}),
+                         ("contrastive EB", {"contrastive": True, "contrast_layer": "_blocks.15"})):
         m = fv.excitation_backprop(model, x, target, "_blocks.10", upsample=True, **kwargs)
-        maps[name] = ("unit", m / m.flatten(1).max(dim=1)[0].clamp_min(1e-12).view(-1, 1, 1))
-    panels, labels = [], []
-    for b, image in enumerate(images):
-        panels.append(image)
-        labels.append(f"{samples[b]} (class {int(target[b])})")
-        for name, (kind, m) in maps.items():
-            if kind == "signed":
-                panels.append(_rgb(m[b], "bwr", (-1.0, 1.0)))
-            else:
-                panels.append(fv.overlay(image, fv.colorize(m[b], "fire", stretch=(0.0, 1.0)), alpha=0.6))
-            labels.append(name)
-    figure = fv.grid(panels, columns=1 + len(maps), labels=labels, cell=size)
+        maps[name] = (m / m.flatten(1).amax(dim=1).clamp_min(1e-12)[:, None, None], "cam")
+    figure = demo_panels.attribution_grid(images, target, samples, maps, cell=size)
     figure.save(out)
     return figure
 

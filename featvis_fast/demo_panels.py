@@ -79,15 +79,19 @@ def attribution_maps(model, x: torch.Tensor, target: torch.Tensor, *, layer: str
 
 
 def attribution_grid(images: list[Image.Image], target: torch.Tensor, names, maps: dict, cell: int) -> Image.Image:
-    """Rows of (photo, every map of attribution_maps), labelled."""
+    """Rows of (photo, every map), labelled. maps: name -> ((B, H, W) map, kind), kind "pixels"
+    (in [0, 1], gray), "signed" (in [-1, 1], blue-white-red) or "cam" (in [0, 1], on the photo)."""
     tiles, labels = [], []
     for b, image in enumerate(images):
         tiles.append(image)
         labels.append(f"{names[b]} (class {int(target[b])})")
         for name, (m, kind) in maps.items():
             tile = m[b].detach().float().cpu()
-            tiles.append(_rgb(tile) if kind == "pixels" else
-                         overlay(image, colorize(tile, "fire", stretch=(0.0, 1.0))))
+            if kind == "signed":
+                tiles.append(Image.fromarray(colorize(tile, "bwr", stretch=(-1.0, 1.0)).numpy(), "RGBA").convert("RGB"))
+            else:
+                tiles.append(_rgb(tile) if kind == "pixels" else
+                             overlay(image, colorize(tile, "fire", stretch=(0.0, 1.0))))
             labels.append(name)
     return grid(tiles, 1 + len(maps), labels, cell=cell)
 

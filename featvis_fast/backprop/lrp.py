@@ -183,8 +183,9 @@ def lrp(model: nn.Module, x: torch.Tensor, target: Target = None, *, composite: 
         gamma: the gamma rule's gamma ("epsilon-gamma-box").
         stabilizer: every other rule's stabilizer (z-plus, alpha-beta, gamma, z-box, flat, the
             norm rule at sums and average pools).
-        low, high: the z-box rule's input bounds ("epsilon-gamma-box"; numbers or tensors
-            broadcastable to x, e.g. (1, 3, 1, 1) per channel); they must contain x.
+        low: the z-box rule's lower input bound ("epsilon-gamma-box"; a number or a tensor
+            broadcastable to x, e.g. (1, 3, 1, 1) per channel); low <= x everywhere.
+        high: the z-box rule's upper input bound, likewise; x <= high everywhere.
         nonlinear: "warn", "error" or "ignore" on an activation that is not a rectifier (it
             passes relevance as a rectifier does).
         backend: kernel backend for composite "epsilon" (None: the fastest for x's device).
