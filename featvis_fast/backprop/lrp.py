@@ -75,8 +75,7 @@ def _zbox(low, high, stabilizer: float) -> Rule:
         if bound is None or not isinstance(bound, (int, float, torch.Tensor)) or isinstance(bound, bool):
             raise ValueError(f"the z-box rule needs {side}= (a number or a tensor broadcastable to the input), "
                              f"got {bound!r}")
-    if bool(torch.as_tensor(low > high).any()) if isinstance(low, (torch.Tensor)) or isinstance(
-            high, torch.Tensor) else low > high:
+    if bool((torch.as_tensor(low) > torch.as_tensor(high)).any()):
         raise ValueError("the z-box bounds have low > high somewhere")
     return Rule("zbox", stabilizer=stabilizer, low=low, high=high)
 
@@ -107,10 +106,10 @@ class _Chooser:
                      "epsilon-gamma-box": Rule("gamma", stabilizer=stabilizer, gamma=gamma),
                      "epsilon-alpha2-beta1": alpha_beta, "epsilon-alpha2-beta1-flat": alpha_beta}[composite]
         self.linear = linear
-        self.first = {"epsilon-plus-flat": (("conv", "linear"), Rule("flat", stabilizer=stabilizer)),
-                      "epsilon-alpha2-beta1-flat": (("conv", "linear"), Rule("flat", stabilizer=stabilizer)),
-                      "epsilon-gamma-box": (("conv",), None)}.get(composite)
-        if composite == "epsilon-gamma-box":
+        self.first = None  # Zennit's first map: (the layer kinds it applies to, its rule)
+        if composite.endswith("-flat"):
+            self.first = (("conv", "linear"), Rule("flat", stabilizer=stabilizer))
+        elif composite == "epsilon-gamma-box":
             self.first = (("conv",), _zbox(low, high, stabilizer))
         self.first_done = False
 

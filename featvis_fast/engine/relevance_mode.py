@@ -151,6 +151,17 @@ class _Op:
         return self.plain(*xs)
 
 
+def _batch_norm_affine(args, kwargs):
+    """An eval batch norm's call as (running mean, scale = gamma / sqrt(var + eps), beta), detached:
+    y = (x - mean) * scale + beta."""
+    mean, var = _arg(args, kwargs, 1, "running_mean"), _arg(args, kwargs, 2, "running_var")
+    gamma, beta = _arg(args, kwargs, 3, "weight"), _arg(args, kwargs, 4, "bias")
+    eps = _arg(args, kwargs, 7, "eps", 1e-5)
+    with torch.no_grad():
+        scale = torch.rsqrt(var + eps) if gamma is None else gamma.detach() / (var + eps) ** 0.5
+        return mean.detach(), scale, torch.zeros_like(mean) if beta is None else beta.detach()
+
+
 def _in_graph(t) -> bool:
     return isinstance(t, torch.Tensor) and t.requires_grad and t.is_floating_point()
 
@@ -258,18 +269,14 @@ class RelevanceMode(TorchFunctionMode):
         return None
 
     def _merged(self, p: _Pending, args, kwargs):
-        mean, var = _arg(args, kwargs, 1, "running_mean"), _arg(args, kwargs, 2, "running_var")
-        gamma, beta = _arg(args, kwargs, 3, "weight"), _arg(args, kwargs, 4, "bias")
-        eps = _arg(args, kwargs, 7, "eps", 1e-5)
+        mean, scale, beta = _batch_norm_affine(args, kwargs)
         layer = p.layer
         with torch.no_grad():
-            scale = torch.rsqrt(var + eps) if gamma is None else gamma.detach() / (var + eps) ** 0.5
             shape = (-1,) + (1,) * (layer.weight.dim() - 1)
             bias = layer.bias if layer.bias is not None else torch.zeros_like(mean)
-            merged = AffineLayer(layer.func, layer.weight * scale.reshape(shape),
-                                 (bias - mean) * scale + (0 if beta is None else beta.detach()), layer.options)
-            z = F.batch_norm(p.z, mean, var, None if gamma is None else gamma.detach(),
-                             None if beta is None else beta.detach(), False, 0.0, eps)
+            merged = AffineLayer(layer.func, layer.weight * scale.reshape(shape), (bias - mean) * scale + beta,
+                                 layer.options)
+            z = F.batch_norm(p.z.detach(), *args[1:], **kwargs)
         return self._node(p.a, merged, self._rule(p.key, layer.func, p.first), z)
 
     # -- batch norm on its own, activations, sums, pools -----------------------------------------
@@ -280,12 +287,8 @@ class RelevanceMode(TorchFunctionMode):
             return F.batch_norm(*args, **kwargs)
         if self.batch_norm_rule.name == "pass":
             return _Pass.apply(x, lambda: F.batch_norm(x.detach(), *args[1:], **kwargs))
-        mean, var = _arg(args, kwargs, 1, "running_mean"), _arg(args, kwargs, 2, "running_var")
-        gamma, beta = _arg(args, kwargs, 3, "weight"), _arg(args, kwargs, 4, "bias")
-        eps = _arg(args, kwargs, 7, "eps", 1e-5)
-        with torch.no_grad():
-            scale = torch.rsqrt(var + eps) if gamma is None else gamma.detach() / (var + eps) ** 0.5
-            shift = -mean * scale + (0 if beta is None else beta.detach())
+        mean, scale, beta = _batch_norm_affine(args, kwargs)
+        shift = -mean * scale + beta
         channels = x.shape[1]
         # the batch norm as a 1x1 depthwise convolution (a linear layer for 2-D inputs)
         if x.dim() == 2:
