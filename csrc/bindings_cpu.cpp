@@ -4,13 +4,14 @@
 #include "ascent_cpu.h"
 #include "cpu_cache.h"
 #include "dissection_cpu.h"
+#include "extremal_cpu.h"
 #include "perturbation_cpu.h"
 #include "rectifier_cpu.h"
 #include "similarity_cpu.h"
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "featvis-fast CPU kernels: pixel similarity, LUT colorization, rectifier rules, perturbations, "
-          "gradient-ascent step, Network Dissection tally";
+          "gradient-ascent step, Network Dissection tally, extremal-perturbation masks";
   m.def("pixel_similarity", &featvis::cpu::pixel_similarity,
         "pixel_similarity(features (C,N) f32/f16/bf16/int8, queries (Q,C) same dtype, "
         "metric 0=inner 1=angular 2=euclidean, scales (N,) f32 or None, "
@@ -89,4 +90,25 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "release cached blocks this call did not reuse.");
   m.def("cache_empty", &featvis::cpu::cache_empty, "cache_empty() -> None: release every cached block.");
   m.def("cache_stats", &featvis::cpu::cache_stats, "cache_stats() -> (cached bytes, hits, misses).");
+  m.def("smooth_masks", &featvis::cpu::smooth_masks,
+        "smooth_masks(params (K,h,w) f32, weights (s,s,R*R) f32, padding, coldness, out (K,Ho,Wo) f32) -> None. "
+        "out = clamp(sum_t v_t softmax_t(coldness v), 0, 1), v_t = weights[uy%s,ux%s,t] * "
+        "params[uy/s+ty-padding, ux/s+tx-padding] (0 outside).",
+        py::arg("params"), py::arg("weights"), py::arg("padding"), py::arg("coldness"), py::arg("out"),
+        py::call_guard<py::gil_scoped_release>());
+  m.def("smooth_masks_backward", &featvis::cpu::smooth_masks_backward,
+        "smooth_masks_backward(grad (K,Ho,Wo) f32, params, weights, padding, coldness, grad_params (K,h,w) f32) -> "
+        "None. d(sum grad * smooth_masks(params))/d params.",
+        py::arg("grad"), py::arg("params"), py::arg("weights"), py::arg("padding"), py::arg("coldness"),
+        py::arg("grad_params"), py::call_guard<py::gil_scoped_release>());
+  m.def("blend_levels", &featvis::cpu::blend_levels,
+        "blend_levels(pyramid (B,L,C,H,W) f32, masks (N,H,W) f32, src (N,) int32, complement, flip, nhwc, "
+        "out (N,C,H,W) or (N,H,W,C) f32) -> None. Linear interpolation between the levels m (L-1) falls between.",
+        py::arg("pyramid"), py::arg("masks"), py::arg("src"), py::arg("complement"), py::arg("flip"), py::arg("nhwc"),
+        py::arg("out"), py::call_guard<py::gil_scoped_release>());
+  m.def("blend_levels_backward", &featvis::cpu::blend_levels_backward,
+        "blend_levels_backward(grad like blend_levels' out, pyramid, masks, src, complement, flip, nhwc, "
+        "grad_masks (N,H,W) f32) -> None. d(sum grad * blend_levels(...))/d masks.",
+        py::arg("grad"), py::arg("pyramid"), py::arg("masks"), py::arg("src"), py::arg("complement"), py::arg("flip"),
+        py::arg("nhwc"), py::arg("grad_masks"), py::call_guard<py::gil_scoped_release>());
 }

@@ -29,7 +29,7 @@ from .dissection import dissect
 from .engine import GRAD_SEEDS, Target, empty_cpu_cache
 from .images import load_image, sample_image, sample_images
 from .models import Preprocess, extract, layer_names, load_model
-from .perturbation import ablationcam, occlusion, rise, scorecam
+from .perturbation import ablationcam, extremal_perturbation, occlusion, rise, scorecam
 from .reconstruction import class_agnostic, invert, maximize
 from .render import attribution_heatmap, clipped_heatmap, colorize, colormap, grid, overlay, signed_map
 from .similarity import METRICS, FeatureSimilarity
@@ -46,5 +46,5 @@ __all__ = [
     "saliency", "sample_image", "sample_images", "signed_map",
     "gradient_shap", "input_x_gradient", "integrated_gradients", "smoothgrad",
     "eigencam", "eigengradcam", "gradcam_pp", "hirescam", "layercam", "xgradcam", "scorecam", "ablationcam", "fullgrad",
-    "excitation_backprop",
+    "excitation_backprop", "extremal_perturbation",
 ]

@@ -14,7 +14,8 @@ bottom up:
   batch norms and max pooling (lean), LRP-epsilon on linear layers (lrp_epsilon), and zero pads
   folded into convolutions (fast_pad).
 - rewrites: the forward-pass rewrites learnt per model (rewrite_calls reads the calls);
-  inference: forward-only passes under them.
+  inference: forward-only passes under them; output_gradient: a batch's input gradient of
+  per-row scores under all of the above (for families that optimize inputs).
 
 Imports flow one way: families -> engine -> ops -> backends.
 """
@@ -23,6 +24,7 @@ from .cpu_cache import cached_cpu_memory, cpu_cache_stats, empty_cpu_cache
 from .inference import rewritten_forward
 from .layout import VIEW_ERROR, best_layout, is_layout_error, prefers_channels_last, run_in_best_layout
 from .lean import fold_batch_norms
+from .output_gradient import output_gradient
 from .rewrites import set_forward_rewrites
 from .rule_mode import NonPiecewiseLinearWarning, RectifierRuleMode
 from .targets import GRAD_SEEDS, Target, Unit, as_unit, backward_seed, check_grad_seed, select_output, select_unit
@@ -31,6 +33,6 @@ __all__ = [
     "GRAD_SEEDS", "LayerCapture", "NonPiecewiseLinearWarning", "RectifierRuleMode", "StopForward", "Target", "Unit",
     "VIEW_ERROR", "as_unit", "backward_seed", "best_layout", "cached_cpu_memory", "check_grad_seed",
     "cpu_cache_stats", "empty_cpu_cache", "extract", "find_module", "fold_batch_norms", "is_layout_error",
-    "prefers_channels_last", "rewritten_forward", "run_in_best_layout", "select_output", "select_unit",
+    "output_gradient", "prefers_channels_last", "rewritten_forward", "run_in_best_layout", "select_output", "select_unit",
     "set_forward_rewrites",
 ]
