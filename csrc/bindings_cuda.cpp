@@ -1,7 +1,7 @@
 // Torch glue for the CUDA backend: argument checks, device guard and current stream, then the
 // torch-free C ABIs of similarity_cuda.h (similarity_cuda.cu, similarity_int8_cuda.cu, colorize_cuda.cu)
 // rectifier_cuda.h (rectifier_cuda.cu), perturbation_cuda.h (perturbation_cuda.cu), ascent_cuda.h
-// (ascent_cuda.cu) and dissection_cuda.h (dissection_cuda.cu).
+// (ascent_cuda.cu), dissection_cuda.h (dissection_cuda.cu) and extremal_cuda.h (extremal_cuda.cu).
 // Built JIT as `featvis_cuda`.
 #include <torch/extension.h>
 
@@ -14,6 +14,7 @@
 
 #include "ascent_cuda.h"
 #include "dissection_cuda.h"
+#include "extremal_cuda.h"
 #include "perturbation_cuda.h"
 #include "rectifier_cuda.h"
 #include "similarity_cuda.h"
@@ -276,6 +277,94 @@ void apply_masks(const at::Tensor& x, const at::Tensor& fill, const at::Tensor& 
   TORCH_CHECK(err == 0, "featvis_cuda: apply_masks failed: ", featvis_cuda_error_string(err));
 }
 
+// The extremal-perturbation ops (featvis_fast/ops/extremal.py): float32, contiguous, one device.
+void check_f32(const at::Tensor& t, const char* name, const at::Device& device, int64_t dim) {
+  check_tensor(t, name, device);
+  TORCH_CHECK(t.scalar_type() == at::kFloat, "featvis_cuda: ", name, " must be float32, got ", t.scalar_type());
+  TORCH_CHECK(t.dim() == dim, "featvis_cuda: ", name, " must be ", dim, "-D, got ", t.sizes());
+}
+
+int64_t tap_side(const at::Tensor& weights) {
+  TORCH_CHECK(weights.size(0) == weights.size(1), "featvis_cuda: weights must be (step, step, R*R)");
+  int64_t side = 1;
+  while (side * side < weights.size(2)) ++side;
+  TORCH_CHECK(side * side == weights.size(2) && side % 2 == 1, "featvis_cuda: weights' last dimension must be R*R, R odd");
+  return side;
+}
+
+void smooth_masks(const at::Tensor& params, const at::Tensor& weights, int64_t padding, double coldness,
+                  const at::Tensor& out) {
+  const at::Device device = params.device();
+  check_f32(params, "params", device, 3);
+  check_f32(weights, "weights", device, 3);
+  check_f32(out, "out", device, 3);
+  TORCH_CHECK(out.size(0) == params.size(0), "featvis_cuda: out must hold one mask per parameter grid");
+  const c10::cuda::CUDAGuard guard(device);
+  const int err = featvis_smooth_masks_cuda(params.data_ptr<float>(), weights.data_ptr<float>(), params.size(0),
+                                            params.size(1), params.size(2), weights.size(0), tap_side(weights),
+                                            padding, static_cast<float>(coldness), out.size(1), out.size(2),
+                                            out.data_ptr<float>(), current_stream());
+  TORCH_CHECK(err == 0, "featvis_cuda: smooth_masks failed: ", featvis_cuda_error_string(err));
+}
+
+void smooth_masks_backward(const at::Tensor& grad, const at::Tensor& params, const at::Tensor& weights,
+                           int64_t padding, double coldness, const at::Tensor& grad_params) {
+  const at::Device device = params.device();
+  check_f32(grad, "grad", device, 3);
+  check_f32(params, "params", device, 3);
+  check_f32(weights, "weights", device, 3);
+  check_f32(grad_params, "grad_params", device, 3);
+  TORCH_CHECK(grad.size(0) == params.size(0) && grad_params.sizes() == params.sizes(),
+              "featvis_cuda: grad must be (K, Ho, Wo) and grad_params shaped like params");
+  const c10::cuda::CUDAGuard guard(device);
+  at::Tensor stats = at::empty({grad.size(0), 3, grad.size(1), grad.size(2)}, grad.options());
+  const int err = featvis_smooth_masks_backward_cuda(
+      grad.data_ptr<float>(), params.data_ptr<float>(), weights.data_ptr<float>(), params.size(0), params.size(1),
+      params.size(2), weights.size(0), tap_side(weights), padding, static_cast<float>(coldness), grad.size(1),
+      grad.size(2), stats.data_ptr<float>(), grad_params.data_ptr<float>(), current_stream());
+  TORCH_CHECK(err == 0, "featvis_cuda: smooth_masks_backward failed: ", featvis_cuda_error_string(err));
+}
+
+void check_blend(const at::Tensor& pyramid, const at::Tensor& masks, const at::Tensor& src, const at::Tensor& images,
+                 bool nhwc, const char* name) {
+  const at::Device device = pyramid.device();
+  check_f32(pyramid, "pyramid", device, 5);
+  check_f32(masks, "masks", device, 3);
+  check_f32(images, name, device, 4);
+  check_tensor(src, "src", device);
+  const int64_t N = masks.size(0), C = pyramid.size(2), H = pyramid.size(3), W = pyramid.size(4);
+  check_shape(src, "src", at::kInt, {N});
+  check_shape(masks, "masks", at::kFloat, {N, H, W});
+  if (nhwc)
+    check_shape(images, name, at::kFloat, {N, H, W, C});
+  else
+    check_shape(images, name, at::kFloat, {N, C, H, W});
+}
+
+void blend_levels(const at::Tensor& pyramid, const at::Tensor& masks, const at::Tensor& src, bool complement, bool flip,
+                  bool nhwc, const at::Tensor& out) {
+  check_blend(pyramid, masks, src, out, nhwc, "out");
+  const c10::cuda::CUDAGuard guard(pyramid.device());
+  const int err = featvis_blend_levels_cuda(pyramid.data_ptr<float>(), masks.data_ptr<float>(), src.data_ptr<int32_t>(),
+                                            masks.size(0), pyramid.size(1), pyramid.size(2), pyramid.size(3),
+                                            pyramid.size(4), complement ? 1 : 0, flip ? 1 : 0, nhwc ? 1 : 0,
+                                            out.data_ptr<float>(), current_stream());
+  TORCH_CHECK(err == 0, "featvis_cuda: blend_levels failed: ", featvis_cuda_error_string(err));
+}
+
+void blend_levels_backward(const at::Tensor& grad, const at::Tensor& pyramid, const at::Tensor& masks,
+                           const at::Tensor& src, bool complement, bool flip, bool nhwc, const at::Tensor& grad_masks) {
+  check_blend(pyramid, masks, src, grad, nhwc, "grad");
+  check_f32(grad_masks, "grad_masks", pyramid.device(), 3);
+  check_shape(grad_masks, "grad_masks", at::kFloat, masks.sizes());
+  const c10::cuda::CUDAGuard guard(pyramid.device());
+  const int err = featvis_blend_levels_backward_cuda(
+      grad.data_ptr<float>(), pyramid.data_ptr<float>(), masks.data_ptr<float>(), src.data_ptr<int32_t>(),
+      masks.size(0), pyramid.size(1), pyramid.size(2), pyramid.size(3), pyramid.size(4), complement ? 1 : 0,
+      flip ? 1 : 0, nhwc ? 1 : 0, grad_masks.data_ptr<float>(), current_stream());
+  TORCH_CHECK(err == 0, "featvis_cuda: blend_levels_backward failed: ", featvis_cuda_error_string(err));
+}
+
 // The fused gradient-ascent step (featvis_fast/ops/ascent.py): all tensors contiguous NCHW on one device;
 // v and v_out (0,) for SGD. Offsets are validated by the op layer.
 void ascent_step(const at::Tensor& x, const at::Tensor& g, const at::Tensor& offsets, const at::Tensor& scale,
@@ -425,4 +514,15 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "label_area[k] += |labels[b,k]| (int64, exact)",
         py::arg("acts"), py::arg("thresholds"), py::arg("labels"), py::arg("annotated"), py::arg("intersection"),
         py::arg("unit_area"), py::arg("label_area"));
+  m.def("smooth_masks", &smooth_masks, "smooth extremal-perturbation masks from their parameters (fp32)",
+        py::arg("params"), py::arg("weights"), py::arg("padding"), py::arg("coldness"), py::arg("out"));
+  m.def("smooth_masks_backward", &smooth_masks_backward, "d(sum grad * smooth_masks)/d params (fp32)",
+        py::arg("grad"), py::arg("params"), py::arg("weights"), py::arg("padding"), py::arg("coldness"),
+        py::arg("grad_params"));
+  m.def("blend_levels", &blend_levels, "perturbed copies interpolated between pyramid levels by masks (fp32)",
+        py::arg("pyramid"), py::arg("masks"), py::arg("src"), py::arg("complement"), py::arg("flip"), py::arg("nhwc"),
+        py::arg("out"));
+  m.def("blend_levels_backward", &blend_levels_backward, "d(sum grad * blend_levels)/d masks (fp32)",
+        py::arg("grad"), py::arg("pyramid"), py::arg("masks"), py::arg("src"), py::arg("complement"), py::arg("flip"),
+        py::arg("nhwc"), py::arg("grad_masks"));
 }

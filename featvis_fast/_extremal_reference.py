@@ -90,8 +90,17 @@ def tap_weights(geometry: MaskGeometry, dtype: torch.dtype) -> torch.Tensor:
     return torch.exp(-2 * (dist / g.sigma - 0.5).clamp(min=0) ** 2).reshape(g.step, g.step, side * side)
 
 
+def _tap_weights_full(weights: torch.Tensor, shape_out: tuple[int, int]) -> torch.Tensor:
+    """w_k(u mod step) at every full-mask pixel: (R * R, Ho, Wo)."""
+    step = weights.shape[0]
+    ry = torch.arange(shape_out[0], device=weights.device) % step
+    rx = torch.arange(shape_out[1], device=weights.device) % step
+    return weights[ry[:, None], rx[None, :]].permute(2, 0, 1)
+
+
 def _taps(params: torch.Tensor, weights: torch.Tensor, padding: int, shape_out: tuple[int, int]) -> torch.Tensor:
-    """v (K, R * R, Ho, Wo): each pixel's weighted neighbourhood of parameters."""
+    """v (K, R * R, Ho, Wo): each pixel's weighted neighbourhood of parameters (TorchRay: unfold,
+    nearest upsampling by step, crop, times the weights)."""
     k, h, w = params.shape
     step, taps = weights.shape[0], weights.shape[2]
     side = math.isqrt(taps)
@@ -99,10 +108,7 @@ def _taps(params: torch.Tensor, weights: torch.Tensor, padding: int, shape_out: 
     mid_h, mid_w = h + 2 * padding - side + 1, w + 2 * padding - side + 1
     cols = cols.reshape(k, taps, mid_h, mid_w)
     up = cols.repeat_interleave(step, dim=2).repeat_interleave(step, dim=3)[:, :, :shape_out[0], :shape_out[1]]
-    ry = torch.arange(shape_out[0]) % step
-    rx = torch.arange(shape_out[1]) % step
-    w_full = weights[ry[:, None], rx[None, :]].permute(2, 0, 1)  # (taps, Ho, Wo)
-    return up * w_full.to(params.dtype)
+    return up * _tap_weights_full(weights, shape_out).to(params.dtype)
 
 
 def smooth_masks(params: torch.Tensor, weights: torch.Tensor, padding: int, coldness: float,
@@ -117,13 +123,22 @@ def smooth_masks_backward(grad: torch.Tensor, params: torch.Tensor, weights: tor
                           coldness: float) -> torch.Tensor:
     """d(sum grad * smooth_masks(params))/d params: grad (K, Ho, Wo) -> (K, h, w).
 
-    The clamp passes the gradient where 0 <= pooled <= 1 (torch.clamp's rule)."""
-    with torch.enable_grad():
-        leaf = params.detach().requires_grad_(True)
-        v = _taps(leaf, weights, padding, tuple(grad.shape[1:]))
-        pooled = (v * torch.softmax(coldness * v, dim=1)).sum(dim=1)
-        (out,) = torch.autograd.grad(pooled.clamp(0, 1), leaf, grad)
-    return out
+    d pooled / d v_k = s_k (1 + coldness (v_k - pooled)) with s = softmax(coldness v); the clamp
+    passes the gradient where 0 <= pooled <= 1 (torch.clamp's rule); the taps' adjoint sums each
+    step x step block and folds (F.fold, the adjoint of F.unfold)."""
+    k, h, w = params.shape
+    step, taps = weights.shape[0], weights.shape[2]
+    side = math.isqrt(taps)
+    shape_out = tuple(grad.shape[1:])
+    v = _taps(params, weights, padding, shape_out)
+    s = torch.softmax(coldness * v, dim=1)
+    pooled = (v * s).sum(dim=1, keepdim=True)
+    g = (grad * ((pooled >= 0) & (pooled <= 1))[:, 0])[:, None]
+    dv = g * s * (1 + coldness * (v - pooled)) * _tap_weights_full(weights, shape_out).to(params.dtype)
+    mid_h, mid_w = h + 2 * padding - side + 1, w + 2 * padding - side + 1
+    dv = F.pad(dv, (0, mid_w * step - shape_out[1], 0, mid_h * step - shape_out[0]))
+    dcols = dv.reshape(k, taps, mid_h, step, mid_w, step).sum(dim=(3, 5)).reshape(k, taps, mid_h * mid_w)
+    return F.fold(dcols, (h, w), (side, side), padding=padding)[:, 0]
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
