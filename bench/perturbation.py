@@ -12,8 +12,18 @@ RISE: masks per second, fv.rise against a plain PyTorch loop (F.interpolate mask
 model, softmax, one matrix product per batch) with the same masks and batch size.
 Models: the bundled EfficientNet-Lite0 on the CPU; a ResNet-50-shaped model (random weights) on
 the GPU; 224 x 224, one image.
+Extremal perturbations (Fong et al. 2019), torchvision's VGG-16 and ResNet-50 (random weights,
+realistic batch-norm statistics: tests/_zoo.py), 224 x 224, areas (0.05, 0.1, 0.2), TorchRay's
+defaults: fv.extremal_perturbation on a batch of --extremal-batch images against TorchRay's
+extremal_perturbation on one image at a time. Each runs in a fresh process with max_iter = 1 and
+max_iter = 1 + --extremal-steps; the difference is the steady cost of --extremal-steps steps
+(the once-per-call pyramid, first-call plans and allocator warm-up cancel). Reported: seconds per
+step per image and, from it, per image for TorchRay's 800 steps; beside them the model pass alone
+(plain PyTorch forward + input gradient of the same rows, parameters frozen, channels-last on
+the CPU): TorchRay's time over it is the most any implementation of the method can gain.
 
     python bench/perturbation.py [--device cpu|cuda] [--repeats N] [--ppe 16 64 256] [--rise-masks N]
+                                 [--only occlusion rise extremal] [--extremal-batch 8] [--extremal-steps 3]
 """
 from __future__ import annotations
 
@@ -30,6 +40,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+import _zoo  # noqa: E402
 from _cnn_models import resnet50  # noqa: E402
 from _common import environment, write_results  # noqa: E402
 
@@ -150,6 +162,68 @@ def run_rise(kind: str, name: str, device: str, masks: int, batch: int, repeats:
             "masks_per_s": masks / seconds}
 
 
+EXTREMAL_AREAS = [0.05, 0.1, 0.2]
+
+
+def run_extremal(kind: str, name: str, device: str, batch: int, steps: int) -> dict:
+    """Seconds of one call with max_iter = 1 and with 1 + steps, this process's first calls."""
+    import featvis_fast as fv
+
+    warnings.simplefilter("ignore")
+    torch.manual_seed(0)
+    model = _zoo.realistic(getattr(_zoo.torchvision_models(), name)(weights=None), 224, batch=2).to(device).eval()
+    x = torch.randn(batch if kind == "ours" else 1, 3, 224, 224, device=device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    if kind == "ours":
+        def call(iterations):
+            fv.extremal_perturbation(model, x, TARGET, EXTREMAL_AREAS, max_iter=iterations, progress=False)
+    elif kind == "bare":  # the model pass alone: forward + input gradient of every row, parameters frozen
+        for p in model.parameters():
+            p.requires_grad_(False)
+        rows = x.repeat_interleave(len(EXTREMAL_AREAS), dim=0)
+        if device == "cpu":
+            rows = rows.contiguous(memory_format=torch.channels_last)
+
+        def call(iterations):
+            for _ in range(iterations):
+                leaf = rows.detach().requires_grad_(True)
+                model(leaf)[:, TARGET].sum().backward()
+    else:
+        from torchray.attribution.extremal_perturbation import extremal_perturbation
+
+        def call(iterations):
+            extremal_perturbation(model, x, TARGET, areas=EXTREMAL_AREAS, max_iter=iterations)
+    seconds = {}
+    for iterations in (1, 1 + steps):
+        sync()
+        t0 = time.perf_counter()
+        call(iterations)
+        sync()
+        seconds[iterations] = time.perf_counter() - t0
+    per_step = (seconds[1 + steps] - seconds[1]) / steps
+    return {"kind": f"extremal-{kind}", "model": name, "images": x.shape[0], "areas": EXTREMAL_AREAS,
+            "steps": steps, "seconds_one_step": seconds[1], "seconds_per_step": per_step,
+            "seconds_per_step_per_image": per_step / x.shape[0]}
+
+
+def extremal_table(device: str, batch: int, steps: int) -> tuple[list[dict], list[str]]:
+    header = (f"| model | ours s / step / image (batch {batch}) | TorchRay s / step / image | "
+              "model pass alone s / step / image | ours s / image, 800 steps | TorchRay s / image, 800 steps | "
+              "speed-up | TorchRay / model pass alone |")
+    rows, md = [], [header, "|---|---|---|---|---|---|---|---|"]
+    for name in ("vgg16", "resnet50"):
+        ours = _subprocess(["--device", device, "--extremal-one", "ours", name, str(batch), str(steps)])
+        theirs = _subprocess(["--device", device, "--extremal-one", "torchray", name, "1", str(steps)])
+        bare = _subprocess(["--device", device, "--extremal-one", "bare", name, str(batch), str(steps)])
+        rows += [ours, theirs, bare]
+        a, b, c = (r["seconds_per_step_per_image"] for r in (ours, theirs, bare))
+        line = (f"| {name} | {a:.3f} | {b:.3f} | {c:.3f} | {800 * a:.0f} | {800 * b:.0f} | {b / a:.2f}x | "
+                f"{b / c:.2f}x |")
+        md.append(line)
+        print(line, flush=True)
+    return rows, md
+
+
 def _subprocess(args: list[str]) -> dict:
     out = subprocess.run([sys.executable, os.path.abspath(__file__), *args], capture_output=True, text=True,
                          check=True)
@@ -164,7 +238,15 @@ def main() -> None:
     p.add_argument("--rise-masks", type=int)
     p.add_argument("--one", nargs=6, help=argparse.SUPPRESS)
     p.add_argument("--rise-one", nargs=4, help=argparse.SUPPRESS)
+    p.add_argument("--extremal-one", nargs=4, help=argparse.SUPPRESS)
+    p.add_argument("--only", nargs="+", choices=["occlusion", "rise", "extremal"])
+    p.add_argument("--extremal-batch", type=int, default=8)
+    p.add_argument("--extremal-steps", type=int, default=3)
     a = p.parse_args()
+    if a.extremal_one:
+        kind, name, batch, steps = a.extremal_one
+        print(json.dumps(run_extremal(kind, name, a.device, int(batch), int(steps))))
+        return
     if a.one:
         kind, name, window, stride, extra = a.one[0], a.one[1], int(a.one[2]), int(a.one[3]), int(a.one[5])
         print(json.dumps(run_one(kind, name, window, stride, a.device, int(a.one[4]), extra)))
@@ -178,7 +260,9 @@ def main() -> None:
     ppes = a.ppe or ([8, 16, 32, 64] if cpu else [64, 256, 1024])
     rows, lines = [], []
     env = environment(a.device)
-    for window, stride in CONFIGS:
+    md = [f"# bench/perturbation.py on {env['device']} ({env['date']}, torch {env['torch']})", ""]
+    only = set(a.only or ("occlusion", "rise", "extremal"))
+    for window, stride in CONFIGS if "occlusion" in only else ():
         ours = _subprocess(["--device", a.device, "--one", "ours", name, str(window), str(stride), str(a.repeats), "0"])
         bares = [_subprocess(["--device", a.device, "--one", "bare", name, str(window), str(stride),
                               str(a.repeats), str(k)]) for k in sorted({*ppes, ours["batch"]})]
@@ -193,21 +277,28 @@ def main() -> None:
                 f"{best['seconds'] / ours['seconds']:.2f}x | {ours['seconds'] / bare['seconds']:.2f}x |")
         lines.append(line)
         print(line, flush=True)
-    masks = a.rise_masks or (1000 if cpu else 8000)
-    rise_batch = 32 if cpu else 256
-    rise_rows = [_subprocess(["--device", a.device, "--repeats", str(a.repeats), "--rise-one", k, name, str(masks),
-                              str(rise_batch)]) for k in ("ours", "plain")]
-    rows += rise_rows
-    md = [f"# bench/perturbation.py on {env['device']} ({env['date']}, torch {env['torch']})", "",
-          "| model | window / stride | windows | ours s | Captum best s | bare forward s | vs Captum | vs bare |",
-          "|---|---|---|---|---|---|---|---|", *lines, "",
-          "| model | RISE masks | batch | ours masks/s | plain loop masks/s | speed-up |", "|---|---|---|---|---|---|",
-          f"| {name} | {masks} | {rise_batch} | {rise_rows[0]['masks_per_s']:.1f} | "
-          f"{rise_rows[1]['masks_per_s']:.1f} | "
-          f"{rise_rows[0]['masks_per_s'] / rise_rows[1]['masks_per_s']:.2f}x |"]
+    if lines:
+        md += ["| model | window / stride | windows | ours s | Captum best s | bare forward s | vs Captum | vs bare |",
+               "|---|---|---|---|---|---|---|---|", *lines, ""]
+    if "rise" in only:
+        masks = a.rise_masks or (1000 if cpu else 8000)
+        rise_batch = 32 if cpu else 256
+        rise_rows = [_subprocess(["--device", a.device, "--repeats", str(a.repeats), "--rise-one", k, name,
+                                  str(masks), str(rise_batch)]) for k in ("ours", "plain")]
+        rows += rise_rows
+        md += ["| model | RISE masks | batch | ours masks/s | plain loop masks/s | speed-up |",
+               "|---|---|---|---|---|---|",
+               f"| {name} | {masks} | {rise_batch} | {rise_rows[0]['masks_per_s']:.1f} | "
+               f"{rise_rows[1]['masks_per_s']:.1f} | "
+               f"{rise_rows[0]['masks_per_s'] / rise_rows[1]['masks_per_s']:.2f}x |", ""]
+    if "extremal" in only:
+        extremal_rows, extremal_md = extremal_table(a.device, a.extremal_batch, a.extremal_steps)
+        rows += extremal_rows
+        md += extremal_md
     markdown = "\n".join(md) + "\n"
     print(markdown)
-    print("wrote", *write_results("perturbation", a.device, env, rows, markdown))
+    name = "perturbation-extremal" if only == {"extremal"} else "perturbation"
+    print("wrote", *write_results(name, a.device, env, rows, markdown))
 
 
 if __name__ == "__main__":

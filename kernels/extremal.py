@@ -212,7 +212,8 @@ def smooth_masks_backward_triton(grad: torch.Tensor, params: torch.Tensor, weigh
 
 def blend_levels_triton(pyramid: torch.Tensor, masks: torch.Tensor, src: torch.Tensor, complement: bool, flip: bool,
                         nhwc: bool, out: torch.Tensor) -> None:
-    """pyramid (B, L, C, H, W), masks (N, H, W) fp32, src (N,) int32; writes out (N, C, H, W) ((N, H, W, C) when nhwc)."""
+    """pyramid (B, L, C, H, W), masks (N, H, W) fp32, src (N,) int32; writes out (N, C, H, W), or
+    (N, H, W, C) when nhwc."""
     _, levels, c, h, w = pyramid.shape
     n = masks.shape[0]
     if n == 0 or h * w == 0:

@@ -4,13 +4,28 @@ and channels-last data, with outputs poisoned before the kernels run. float32 re
 most twice as much as the plain float32 PyTorch computation (plus a few ulps where that is exact)."""
 import pytest
 import torch
-from conftest import backend_params
+from conftest import backend_params, kernel_backends
 
 from featvis_fast import _extremal_reference as ref
 from featvis_fast import ops
 
 # (height, width, step, sigma): odd sizes, steps that do not divide them, TorchRay's default
 GEOMETRIES = [(13, 17, 3, 2.0), (20, 9, 4, 5.5), (45, 38, 7, 21.0)]
+TORCHRAY_DEFAULT = GEOMETRIES[-1]  # 81 taps x 49 offsets per parameter: minutes in the Triton interpreter
+
+
+def _mask_cases():
+    """(device, backend, geometry): every pair with every geometry, but the interpreted Triton
+    backward (one numpy op per tap and offset) with the two smaller ones only."""
+    cases = []
+    for pair in backend_params():
+        device, backend = pair.values
+        for geometry in GEOMETRIES:
+            if device == "cpu" and backend == "triton" and geometry == TORCHRAY_DEFAULT:
+                continue
+            cases.append(pytest.param(device, backend, geometry, marks=pair.marks,
+                                      id=f"{pair.id}-{'x'.join(map(str, geometry))}"))
+    return cases
 ULPS = 4 * torch.finfo(torch.float32).eps
 
 
@@ -31,8 +46,7 @@ def _params(k, shape, gen, strided):
     return p
 
 
-@pytest.mark.parametrize("device,backend", backend_params())
-@pytest.mark.parametrize("geometry", GEOMETRIES, ids=lambda g: "x".join(map(str, g)))
+@pytest.mark.parametrize("device,backend,geometry", _mask_cases())
 @pytest.mark.parametrize("strided", [False, True], ids=["contiguous", "strided"])
 def test_smooth_masks_and_backward_match_the_reference(device, backend, geometry, strided, poison_outputs):
     h, w, step, sigma = geometry
@@ -149,3 +163,22 @@ def test_the_ops_refuse_mismatched_inputs():
                          "torch")
     with pytest.raises(ValueError, match="R \\* R"):
         ops.smooth_masks(torch.zeros(1, 3, 3), torch.zeros(2, 2, 8), 1, 20.0, 5, 5, "torch")
+
+
+@pytest.mark.parametrize("backend", ["torch", *kernel_backends("cpu")])
+def test_opcheck(backend):
+    gen = torch.Generator().manual_seed(0)
+    g = ref.mask_geometry(9, 10, 3, 2.0)
+    params, weights = torch.rand(2, *g.shape_in, generator=gen), ref.tap_weights(g, torch.float32)
+    torch.library.opcheck(torch.ops.featvis.smooth_masks.default,
+                          (params, weights, g.padding, ref.COLDNESS, *g.shape_out, backend))
+    torch.library.opcheck(torch.ops.featvis.smooth_masks_backward.default,
+                          (torch.randn(2, *g.shape_out, generator=gen), params, weights, g.padding, ref.COLDNESS,
+                           backend))
+    pyramid = torch.randn(2, 4, 3, 9, 10, generator=gen)
+    masks, src = torch.rand(3, 9, 10, generator=gen), torch.tensor([1, 0, 1], dtype=torch.int32)
+    for channels_last in (False, True):
+        torch.library.opcheck(torch.ops.featvis.blend_levels.default,
+                              (pyramid, masks, src, True, True, channels_last, backend))
+    torch.library.opcheck(torch.ops.featvis.blend_levels_backward.default,
+                          (torch.randn(3, 3, 9, 10, generator=gen), pyramid, masks, src, False, True, backend))

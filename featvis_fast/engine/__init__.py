@@ -33,6 +33,6 @@ __all__ = [
     "GRAD_SEEDS", "LayerCapture", "NonPiecewiseLinearWarning", "RectifierRuleMode", "StopForward", "Target", "Unit",
     "VIEW_ERROR", "as_unit", "backward_seed", "best_layout", "cached_cpu_memory", "check_grad_seed",
     "cpu_cache_stats", "empty_cpu_cache", "extract", "find_module", "fold_batch_norms", "is_layout_error",
-    "output_gradient", "prefers_channels_last", "rewritten_forward", "run_in_best_layout", "select_output", "select_unit",
-    "set_forward_rewrites",
+    "output_gradient", "prefers_channels_last", "rewritten_forward", "run_in_best_layout", "select_output",
+    "select_unit", "set_forward_rewrites",
 ]
