@@ -33,41 +33,10 @@ from zennit.types import Activation, AvgPool  # noqa: E402
 
 zennit_layer = pytest.importorskip("zennit.layer")
 
-BOX = dict(low=-4.0, high=4.0)
-COMPOSITES = {
-    "epsilon-plus": (zennit_composites.EpsilonPlus, {}),
-    "epsilon-plus-flat": (zennit_composites.EpsilonPlusFlat, {}),
-    "epsilon-gamma-box": (zennit_composites.EpsilonGammaBox, BOX),
-    "epsilon-alpha2-beta1": (zennit_composites.EpsilonAlpha2Beta1, {}),
-    "epsilon-alpha2-beta1-flat": (zennit_composites.EpsilonAlpha2Beta1Flat, {}),
-}
+from _zennit import COMPOSITES, rel_err, zennit_relevance  # noqa: E402
+
 CANONIZERS = {"vgg16": zennit_torchvision.VGGCanonizer, "vgg16_bn": zennit_torchvision.VGGCanonizer,
               "resnet18": zennit_torchvision.ResNetCanonizer, "resnet50": zennit_torchvision.ResNetCanonizer}
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    b = b.double()
-    return ((a.double() - b).abs().max() / b.abs().max().clamp_min(1e-300)).item()
-
-
-def zennit_relevance(model, x, target, composite, *, identity_batch_norm=True):
-    """Zennit's relevance at x for the target's activation as the output relevance."""
-    x = x.detach().clone().requires_grad_(True)
-    with composite.context(model) as modified:
-        norms = [(m, m.eps) for m in modified.modules() if isinstance(m, nn.BatchNorm2d)]
-        if identity_batch_norm:
-            for m, _ in norms:
-                m.eps = 0.0
-        try:
-            out = modified(x)
-            seed = torch.zeros_like(out)
-            rows = torch.arange(len(target))
-            seed[rows, target] = out[rows, target].detach()
-            (relevance,) = torch.autograd.grad(out, x, seed)
-        finally:
-            for m, eps in norms:
-                m.eps = eps
-    return relevance
 
 
 _MODELS: dict = {}

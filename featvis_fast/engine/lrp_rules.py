@@ -68,14 +68,22 @@ class Rule:
 
 @dataclass
 class AffineLayer:
-    """z = func(a, weight, bias, **options): a convolution or F.linear, parameters detached."""
+    """z = func(pad(a), weight, bias, **options): a convolution or F.linear, parameters detached.
+
+    pre_pad: a zero padding (F.pad's spatial tuple) the model applies to the layer's input before
+    the convolution (timm's "same" convolutions): it belongs to the layer, so the rules that
+    replace the input (flat, w-square, z-box) replace the unpadded input and pad that with zeros,
+    as Zennit's hooks on such a module do."""
 
     func: Callable
     weight: torch.Tensor
     bias: torch.Tensor | None
     options: dict = field(default_factory=dict)
+    pre_pad: tuple | None = None
 
     def __call__(self, a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if self.pre_pad is not None:
+            a = F.pad(a, self.pre_pad)
         return self.func(a, weight, bias, **self.options)
 
 
@@ -196,9 +204,11 @@ def _transpose(layer: AffineLayer, a: torch.Tensor, weight: torch.Tensor, s: tor
     if not isinstance(padding, str):
         dims = weight.dim() - 2
         as_list = (lambda v: list(v) if isinstance(v, (tuple, list)) else [v] * dims)
-        return torch.ops.aten.convolution_backward(
-            s, a, weight, None, as_list(layer.options.get("stride", 1)), as_list(padding),
+        padded = a if layer.pre_pad is None else F.pad(a, layer.pre_pad)
+        g = torch.ops.aten.convolution_backward(
+            s, padded, weight, None, as_list(layer.options.get("stride", 1)), as_list(padding),
             as_list(layer.options.get("dilation", 1)), False, [0] * dims, layer.options.get("groups", 1),
             [True, False, False])[0]
+        return g if layer.pre_pad is None else F.pad(g, [-p for p in layer.pre_pad])  # crop the padding off
     _, grads = _terms(layer, [(a, weight, None)])
     return grads([s])[0]

@@ -12,6 +12,8 @@ convention), and each op the model calls gets the backward its rule gives:
 - the sum of two tensors in the graph (residual additions, in place or not) and average pooling
   (avg / adaptive-avg pools, mean over dimensions): Zennit's norm rule, each input's share
   proportional to its contribution, R_i = x_i * op^T(R / stab(z));
+- a zero padding whose output a convolution reads (timm's "same" convolutions): part of that
+  layer (AffineLayer.pre_pad), so input-replacing rules see the unpadded input, as in Zennit;
 - anything else (max pooling, concatenation, reshapes, products): the plain gradient.
 
 A convolution's output is held back until its first consumer shows whether a batch norm follows.
@@ -162,6 +164,28 @@ def _batch_norm_affine(args, kwargs):
         return mean.detach(), scale, torch.zeros_like(mean) if beta is None else beta.detach()
 
 
+def _precise_batch_norm(x: torch.Tensor, args, kwargs) -> torch.Tensor:
+    """An eval batch norm of x, (x - mean) * scale + beta, with the scale carried in two floats.
+
+    The relevance downstream of a merged batch norm reads the activations the forward gives. A
+    float32 batch norm rounds each channel's scale once, which shifts a whole channel wherever the
+    result is small against beta: LRP on EfficientNet-Lite0 erred 1.5-2.5x more than Zennit's
+    float32 (whose forward runs the merged convolution). Here scale = hi + lo (both in x's dtype,
+    lo the rounding hi leaves) and two fused multiply-adds (torch.addcmul) round at the end only."""
+    mean, var = _arg(args, kwargs, 1, "running_mean"), _arg(args, kwargs, 2, "running_var")
+    gamma, beta = _arg(args, kwargs, 3, "weight"), _arg(args, kwargs, 4, "bias")
+    eps = _arg(args, kwargs, 7, "eps", 1e-5)
+    with torch.no_grad():
+        exact = (torch.ones_like(var, dtype=torch.float64) if gamma is None else gamma.double()) \
+            / (var.double() + eps).sqrt()
+        hi = exact.to(x.dtype)
+        lo = (exact - hi.double()).to(x.dtype)
+        view = (1, -1) + (1,) * (x.dim() - 2)
+        shift = torch.zeros_like(hi) if beta is None else beta.detach().to(x.dtype)
+        d = x - mean.detach().to(x.dtype).reshape(view)
+        return torch.addcmul(torch.addcmul(shift.reshape(view), d, lo.reshape(view)), d, hi.reshape(view))
+
+
 def _in_graph(t) -> bool:
     return isinstance(t, torch.Tensor) and t.requires_grad and t.is_floating_point()
 
@@ -193,6 +217,7 @@ class RelevanceMode(TorchFunctionMode):
         self._pending: dict[int, _Pending] = {}
         self._calls: dict[int, int] = {}
         self._seen_affine = False
+        self._pads: dict[int, tuple] = {}  # id(padded) -> (padded, unpadded, pad) for zero pads in the graph
         self.activations: list[str] = []  # activations met that are not rectifiers (they pass relevance too)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -214,6 +239,8 @@ class RelevanceMode(TorchFunctionMode):
             return self._sum(func, args, kwargs)
         if func in _AVG_POOLS:
             return self._pool(func, args, kwargs)
+        if func is F.pad:
+            return self._zero_pad(args, kwargs)
         return func(*args, **kwargs)
 
     # -- convolution / linear -------------------------------------------------------------------
@@ -222,17 +249,21 @@ class RelevanceMode(TorchFunctionMode):
         a = _arg(args, kwargs, 0, "input")
         if not _in_graph(a):
             return func(*args, **kwargs)
+        padded = self._pads.get(id(a))
+        pre_pad = None
+        if padded is not None and padded[0] is a and func is not F.linear:
+            a, pre_pad = padded[1], padded[2]  # the padding joins the layer; relevance goes to the unpadded input
         weight, bias = _arg(args, kwargs, 1, "weight"), _arg(args, kwargs, 2, "bias")
         options = {}
         if func is not F.linear:
             for i, (name, default) in enumerate((("stride", 1), ("padding", 0), ("dilation", 1), ("groups", 1))):
                 options[name] = _arg(args, kwargs, 3 + i, name, default)
-        layer = AffineLayer(func, weight.detach(), None if bias is None else bias.detach(), options)
+        layer = AffineLayer(func, weight.detach(), None if bias is None else bias.detach(), options, pre_pad)
         n = self._calls[id(weight)] = self._calls.get(id(weight), -1) + 1
         key = (id(weight), n)
         first, self._seen_affine = not self._seen_affine, True
         with torch.no_grad():
-            z = func(a, layer.weight, layer.bias, **options)
+            z = layer(a, layer.weight, layer.bias)
         if self.merge_batch_norm and key not in self.no_merge and z.dim() >= 2:
             self._pending[id(z)] = _Pending(z, a, layer, first, key)
             return z
@@ -275,8 +306,8 @@ class RelevanceMode(TorchFunctionMode):
             shape = (-1,) + (1,) * (layer.weight.dim() - 1)
             bias = layer.bias if layer.bias is not None else torch.zeros_like(mean)
             merged = AffineLayer(layer.func, layer.weight * scale.reshape(shape), (bias - mean) * scale + beta,
-                                 layer.options)
-            z = F.batch_norm(p.z.detach(), *args[1:], **kwargs)
+                                 layer.options, layer.pre_pad)
+            z = _precise_batch_norm(p.z.detach(), args, kwargs)
         return self._node(p.a, merged, self._rule(p.key, layer.func, p.first), z)
 
     # -- batch norm on its own, activations, sums, pools -----------------------------------------
@@ -320,6 +351,15 @@ class RelevanceMode(TorchFunctionMode):
             return func(*args, **kwargs)
         op = _Op(torch.add, in_place=func in _IN_PLACE_ADDS)
         return _Norm.apply(self.sum_stabilizer, op, x, y)
+
+    def _zero_pad(self, args, kwargs):
+        x, pad = _arg(args, kwargs, 0, "input"), _arg(args, kwargs, 1, "pad")
+        out = F.pad(*args, **kwargs)
+        mode, value = _arg(args, kwargs, 2, "mode", "constant"), _arg(args, kwargs, 3, "value", None)
+        if _in_graph(x) and mode == "constant" and not value and all(int(p) >= 0 for p in pad) \
+                and len(pad) <= 2 * (x.dim() - 2):
+            self._pads[id(out)] = (out, x, tuple(int(p) for p in pad))
+        return out
 
     def _pool(self, func, args, kwargs):
         x = _arg(args, kwargs, 0, "input")
