@@ -6,6 +6,11 @@ Zennit is missing.
 """
 from __future__ import annotations
 
+import copy
+import warnings
+from collections.abc import Callable
+
+import _zoo
 import torch
 import torch.nn as nn
 import zennit.composites as zennit_composites
@@ -20,6 +25,25 @@ COMPOSITES = {
     "epsilon-alpha2-beta1": (zennit_composites.EpsilonAlpha2Beta1, {}),
     "epsilon-alpha2-beta1-flat": (zennit_composites.EpsilonAlpha2Beta1Flat, {}),
 }
+
+
+_CASES: dict = {}
+
+
+def model_case(name: str, make: Callable[[], nn.Module]):
+    """(float32 model with realistic batch-norm statistics, float64 copy, float64 input
+    (2, 3, 32, 32), predicted classes), built once per name."""
+    if name not in _CASES:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.manual_seed(0)
+            model = _zoo.realistic(make(), 32, batch=4)
+        x64 = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+        m64 = copy.deepcopy(model).double()
+        with torch.no_grad():
+            target = m64(x64).argmax(1)
+        _CASES[name] = (model, m64, x64, target)
+    return _CASES[name]
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -12,7 +12,6 @@ zoo's bar: our CPU passes run channels-last).
 from __future__ import annotations
 
 import copy
-import warnings
 
 import _zoo
 import pytest
@@ -33,28 +32,15 @@ from zennit.types import Activation, AvgPool  # noqa: E402
 
 zennit_layer = pytest.importorskip("zennit.layer")
 
-from _zennit import COMPOSITES, rel_err, zennit_relevance  # noqa: E402
+from _zennit import COMPOSITES, model_case, rel_err, zennit_relevance  # noqa: E402
 
 CANONIZERS = {"vgg16": zennit_torchvision.VGGCanonizer, "vgg16_bn": zennit_torchvision.VGGCanonizer,
               "resnet18": zennit_torchvision.ResNetCanonizer, "resnet50": zennit_torchvision.ResNetCanonizer}
 
 
-_MODELS: dict = {}
-
-
 def real(name: str):
     """(float32 model, float64 copy, float64 input (2, 3, 32, 32), predicted classes), built once."""
-    if name not in _MODELS:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.manual_seed(0)
-            model = _zoo.realistic(getattr(_zoo.torchvision_models(), name)(weights=None), 32, batch=4)
-        x64 = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-        m64 = copy.deepcopy(model).double()
-        with torch.no_grad():
-            target = m64(x64).argmax(1)
-        _MODELS[name] = (model, m64, x64, target)
-    return _MODELS[name]
+    return model_case(name, lambda: getattr(_zoo.torchvision_models(), name)(weights=None))
 
 
 @pytest.mark.parametrize("name", ["vgg16", "resnet18", "resnet50"])

@@ -10,7 +10,6 @@ contiguous or channels-last, whichever is larger (the zoo's bar).
 from __future__ import annotations
 
 import copy
-import warnings
 
 import _zoo
 import pytest
@@ -22,25 +21,21 @@ if not _zoo.has_timm():
     pytest.skip("needs timm and torchvision model definitions (see design.md)", allow_module_level=True)
 _zoo.torchvision_models()  # before zennit, which imports torchvision
 pytest.importorskip("zennit")
-from _zennit import COMPOSITES, TimmResidualCanonizer, merge_batch_norms, rel_err, zennit_relevance  # noqa: E402
+from _zennit import (  # noqa: E402
+    COMPOSITES,
+    TimmResidualCanonizer,
+    merge_batch_norms,
+    model_case,
+    rel_err,
+    zennit_relevance,
+)
 
 MODELS = ["resnet18d", "tf_efficientnet_lite0"]
-_BUILT: dict = {}
 
 
 def real(name: str):
     """(float32 model, float64 copy, float64 input (2, 3, 32, 32), predicted classes), built once."""
-    if name not in _BUILT:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.manual_seed(0)
-            model = _zoo.realistic(_zoo.timm_module().create_model(name, pretrained=False), 32, batch=4)
-        x64 = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-        m64 = copy.deepcopy(model).double()
-        with torch.no_grad():
-            target = m64(x64).argmax(1)
-        _BUILT[name] = (model, m64, x64, target)
-    return _BUILT[name]
+    return model_case(name, lambda: _zoo.timm_module().create_model(name, pretrained=False))
 
 
 def zennit_on(model, x, target, composite):
