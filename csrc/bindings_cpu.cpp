@@ -5,13 +5,14 @@
 #include "cpu_cache.h"
 #include "dissection_cpu.h"
 #include "extremal_cpu.h"
+#include "lrp_cpu.h"
 #include "perturbation_cpu.h"
 #include "rectifier_cpu.h"
 #include "similarity_cpu.h"
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "featvis-fast CPU kernels: pixel similarity, LUT colorization, rectifier rules, perturbations, "
-          "gradient-ascent step, Network Dissection tally, extremal-perturbation masks";
+          "gradient-ascent step, Network Dissection tally, extremal-perturbation masks, LRP ratio";
   m.def("pixel_similarity", &featvis::cpu::pixel_similarity,
         "pixel_similarity(features (C,N) f32/f16/bf16/int8, queries (Q,C) same dtype, "
         "metric 0=inner 1=angular 2=euclidean, scales (N,) f32 or None, "
@@ -111,4 +112,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "grad_masks (N,H,W) f32) -> None. d(sum grad * blend_levels(...))/d masks.",
         py::arg("grad"), py::arg("pyramid"), py::arg("masks"), py::arg("src"), py::arg("complement"), py::arg("flip"),
         py::arg("nhwc"), py::arg("grad_masks"), py::call_guard<py::gil_scoped_release>());
+  m.def("lrp_ratio", &featvis::cpu::lrp_ratio,
+        "lrp_ratio(r f32, z1 like r, z2 like r or None, eps, out like r) -> None. "
+        "out = r / (z + eps*sign(z)), z = z1 (+ z2), sign(0) = +1, rounded as the reference.",
+        py::arg("r"), py::arg("z1"), py::arg("z2"), py::arg("eps"), py::arg("out"),
+        py::call_guard<py::gil_scoped_release>());
 }

@@ -1,7 +1,8 @@
 // Torch glue for the CUDA backend: argument checks, device guard and current stream, then the
 // torch-free C ABIs of similarity_cuda.h (similarity_cuda.cu, similarity_int8_cuda.cu, colorize_cuda.cu)
 // rectifier_cuda.h (rectifier_cuda.cu), perturbation_cuda.h (perturbation_cuda.cu), ascent_cuda.h
-// (ascent_cuda.cu), dissection_cuda.h (dissection_cuda.cu) and extremal_cuda.h (extremal_cuda.cu).
+// (ascent_cuda.cu), dissection_cuda.h (dissection_cuda.cu), extremal_cuda.h (extremal_cuda.cu) and
+// lrp_cuda.h (lrp_cuda.cu).
 // Built JIT as `featvis_cuda`.
 #include <torch/extension.h>
 
@@ -15,6 +16,7 @@
 #include "ascent_cuda.h"
 #include "dissection_cuda.h"
 #include "extremal_cuda.h"
+#include "lrp_cuda.h"
 #include "perturbation_cuda.h"
 #include "rectifier_cuda.h"
 #include "similarity_cuda.h"
@@ -365,6 +367,25 @@ void blend_levels_backward(const at::Tensor& grad, const at::Tensor& pyramid, co
   TORCH_CHECK(err == 0, "featvis_cuda: blend_levels_backward failed: ", featvis_cuda_error_string(err));
 }
 
+// The LRP ratio (featvis_fast/ops/lrp.py): float32, contiguous, one shape, one device.
+void lrp_ratio(const at::Tensor& r, const at::Tensor& z1, const std::optional<at::Tensor>& z2, double eps,
+               const at::Tensor& out) {
+  const at::Device device = r.device();
+  for (const at::Tensor* t : {&r, &z1, &out}) {
+    check_tensor(*t, "r, z1 and out", device);
+    check_shape(*t, "r, z1 and out", at::kFloat, r.sizes());
+  }
+  if (z2.has_value()) {
+    check_tensor(*z2, "z2", device);
+    check_shape(*z2, "z2", at::kFloat, r.sizes());
+  }
+  const c10::cuda::CUDAGuard guard(device);
+  const int err = featvis_lrp_ratio_cuda(r.data_ptr<float>(), z1.data_ptr<float>(),
+                                         z2.has_value() ? z2->data_ptr<float>() : nullptr, r.numel(),
+                                         static_cast<float>(eps), out.data_ptr<float>(), current_stream());
+  TORCH_CHECK(err == 0, "featvis_cuda: lrp_ratio failed: ", featvis_cuda_error_string(err));
+}
+
 // The fused gradient-ascent step (featvis_fast/ops/ascent.py): all tensors contiguous NCHW on one device;
 // v and v_out (0,) for SGD. Offsets are validated by the op layer.
 void ascent_step(const at::Tensor& x, const at::Tensor& g, const at::Tensor& offsets, const at::Tensor& scale,
@@ -525,4 +546,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("blend_levels_backward", &blend_levels_backward, "d(sum grad * blend_levels)/d masks (fp32)",
         py::arg("grad"), py::arg("pyramid"), py::arg("masks"), py::arg("src"), py::arg("complement"), py::arg("flip"),
         py::arg("nhwc"), py::arg("grad_masks"));
+  m.def("lrp_ratio", &lrp_ratio, "r / (z1 + z2 + eps * sign) (fp32)", py::arg("r"), py::arg("z1"), py::arg("z2"),
+        py::arg("eps"), py::arg("out"));
 }

@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from featvis_fast import ops
-from featvis_fast.ops import _registry, ascent, dissection, extremal, perturbation, rectifier, similarity
+from featvis_fast.ops import _registry, ascent, dissection, extremal, lrp, perturbation, rectifier, similarity
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FAMILY_MODULES = {"rectifier": rectifier, "perturbation": perturbation, "ascent": ascent,
-                  "dissection": dissection, "extremal": extremal, "similarity": similarity}
+                  "dissection": dissection, "extremal": extremal, "lrp": lrp,
+                  "similarity": similarity}
 
 
 def _text(path: str) -> str:

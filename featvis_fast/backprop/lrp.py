@@ -23,6 +23,7 @@ import weakref
 import torch
 import torch.nn as nn
 
+from .. import _backend
 from .. import _rectifier_reference as ref
 from .._validate import check_model_and_batch
 from ..engine import NonPiecewiseLinearWarning, Target
@@ -187,7 +188,8 @@ def lrp(model: nn.Module, x: torch.Tensor, target: Target = None, *, composite: 
         high: the z-box rule's upper input bound, likewise; x <= high everywhere.
         nonlinear: "warn", "error" or "ignore" on an activation that is not a rectifier (it
             passes relevance as a rectifier does).
-        backend: kernel backend for composite "epsilon" (None: the fastest for x's device).
+        backend: kernel backend (None: the fastest for x's device): the rectifier kernels of
+            composite "epsilon" without rules, the elementwise ratio (featvis::lrp_ratio) otherwise.
 
     Returns:
         the relevance at the input, shaped like x, in x's dtype.
@@ -211,11 +213,13 @@ def lrp(model: nn.Module, x: torch.Tensor, target: Target = None, *, composite: 
               if isinstance(getattr(m, "weight", None), torch.Tensor)}
     featurevis = composite == "epsilon"
     tiny = torch.finfo(x.dtype).tiny if x.is_floating_point() else 0.0
+    chosen = _backend.resolve_backend(backend, x.device)
 
     def make_mode(no_merge):
         return RelevanceMode(_Chooser(model, composite, rules, **chooser_args), layers,
                              merge_batch_norm=not featurevis,
                              batch_norm_rule=Rule("epsilon", epsilon=eps) if featurevis else Rule("pass"),
-                             sum_stabilizer=tiny if featurevis else stabilizer, no_merge=no_merge)
+                             sum_stabilizer=tiny if featurevis else stabilizer, no_merge=no_merge,
+                             backend=chosen)
 
     return _relevance(model, x, target, make_mode, nonlinear).to(x.dtype)

@@ -32,13 +32,16 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from ..ops import lrp as _ops
+
 CONVOLUTIONS = (F.conv1d, F.conv2d, F.conv3d)
 RULES = ("epsilon", "zplus", "alphabeta", "gamma", "zbox", "flat", "wsquare", "pass", "excitation")
 
 
-def stabilize(z: torch.Tensor, eps: float) -> torch.Tensor:
-    """z + eps * sign(z), with sign(0) = +1 (Zennit's stabilizer; one new tensor, no others)."""
-    return torch.where(z < 0, z.new_tensor(-eps), z.new_tensor(eps)).add_(z)
+def ratio(r: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor | None, eps: float, backend: str) -> torch.Tensor:
+    """r / stabilize(z1 + z2, eps), stabilize(z) = z + eps * sign(z) with sign(0) = +1 (Zennit's
+    stabilizer), in one pass (featvis::lrp_ratio)."""
+    return _ops.lrp_ratio(r.detach(), z1.detach(), None if z2 is None else z2.detach(), eps, backend)
 
 
 @dataclass(frozen=True)
@@ -125,7 +128,8 @@ def _terms(layer: AffineLayer, pairs):
     return outputs, gradients
 
 
-def relevance(rule: Rule, layer: AffineLayer, a: torch.Tensor, z: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+def relevance(rule: Rule, layer: AffineLayer, a: torch.Tensor, z: torch.Tensor, r: torch.Tensor,
+              backend: str = "torch") -> torch.Tensor:
     """The relevance at the layer's input for relevance `r` at its output.
 
     Args:
@@ -134,6 +138,7 @@ def relevance(rule: Rule, layer: AffineLayer, a: torch.Tensor, z: torch.Tensor, 
         a: the layer's input (N, ...), detached.
         z: the layer's output f(a; W, b) (N, ...), detached (for the gamma rule its sign suffices).
         r: the relevance at the output, shaped like z.
+        backend: the kernels' backend for the elementwise ratio (featvis::lrp_ratio).
 
     Returns:
         The relevance at the input, shaped like a.
@@ -147,50 +152,51 @@ def relevance(rule: Rule, layer: AffineLayer, a: torch.Tensor, z: torch.Tensor, 
         s = r / (layer(a, w_plus, None) + rule.stabilizer)
         return a * _transpose(layer, a, w_plus, s)
     if name == "epsilon":
-        s = r / stabilize(z, rule.epsilon)
+        s = ratio(r, z, None, rule.epsilon, backend)
         return a * _transpose(layer, a, w, s)
     if name in ("flat", "wsquare"):
         ones = torch.ones_like(a)
         weight, bias = (torch.ones_like(w), None) if name == "flat" else (w * w, None if b is None else b * b)
         outputs, grads = _terms(layer, [(ones, weight, bias)])
-        (g,) = grads([r / stabilize(outputs[0], rule.stabilizer)])
+        (g,) = grads([ratio(r, outputs[0], None, rule.stabilizer, backend)])
         return g
     if name == "zbox":
         low, high = _bound(rule.low, a), _bound(rule.high, a)
         outputs, grads = _terms(layer, [(low, _positive(w), _positive(b)), (high, _negative(w), _negative(b))])
-        s = r / stabilize(z - outputs[0] - outputs[1], rule.stabilizer)
+        s = ratio(r, z - outputs[0], -outputs[1], rule.stabilizer, backend)
         g_low, g_high = grads([s, s])
         return a * _transpose(layer, a, w, s) - low * g_low - high * g_high
     # a rectifier's output is its own positive part: no copies then, and no negative terms
-    has_negative = bool((a < 0).any())
+    has_negative = a.numel() > 0 and bool(a.amin() < 0)  # one reduction, no boolean copy of a
     ap, an = (a.clamp(min=0), a.clamp(max=0)) if has_negative else (a, None)
     if name == "zplus":
         return _signed_share(layer, ap, an, has_negative, (_positive(w), _positive(b)), _negative(w), r,
-                             rule.stabilizer)
+                             rule.stabilizer, backend)
     if name == "alphabeta":
         positive = _signed_share(layer, ap, an, has_negative, (_positive(w), _positive(b)), _negative(w), r,
-                                 rule.stabilizer)
+                                 rule.stabilizer, backend)
         negative = _signed_share(layer, ap, an, has_negative, (_negative(w), _negative(b)), _positive(w), r,
-                                 rule.stabilizer)
+                                 rule.stabilizer, backend)
         return rule.alpha * positive - rule.beta * negative
     if name == "gamma":
         g = rule.gamma
         w_up, w_down = w + g * w.clamp(min=0), w + g * w.clamp(max=0)
         b_up = None if b is None else b + g * b.clamp(min=0)
         b_down = None if b is None else b + g * b.clamp(max=0)
-        up = _signed_share(layer, ap, an, has_negative, (w_up, b_up), w_down, r * (z > 0), rule.stabilizer)
-        down = _signed_share(layer, ap, an, has_negative, (w_down, b_down), w_up, r * (z < 0), rule.stabilizer)
+        up = _signed_share(layer, ap, an, has_negative, (w_up, b_up), w_down, r * (z > 0), rule.stabilizer, backend)
+        down = _signed_share(layer, ap, an, has_negative, (w_down, b_down), w_up, r * (z < 0), rule.stabilizer,
+                             backend)
         return up + down
     raise ValueError(f"unknown LRP rule {name!r}; expected one of {RULES}")
 
 
-def _signed_share(layer, ap, an, has_negative, first, second_weight, r, stabilizer):
+def _signed_share(layer, ap, an, has_negative, first, second_weight, r, stabilizer, backend):
     """a+ * f^T(s; W1) + a- * f^T(s; W2), s = r / stab(f(a+; W1, b1) + f(a-; W2, 0)).
     Without negative inputs the a- term is exactly zero and is skipped."""
     w1, b1 = first
     pairs = [(ap, w1, b1)] + ([(an, second_weight, None)] if has_negative else [])
     outputs, grads = _terms(layer, pairs)
-    s = r / stabilize(sum(outputs), stabilizer)
+    s = ratio(r, outputs[0], outputs[1] if len(outputs) > 1 else None, stabilizer, backend)
     g = grads([s] * len(pairs))
     share = ap * g[0]
     return share + an * g[1] if has_negative else share

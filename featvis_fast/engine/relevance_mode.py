@@ -31,7 +31,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
 from . import rectifiers as _rectifiers
-from .lrp_rules import CONVOLUTIONS, AffineLayer, Rule, check_bounds, relevance, stabilize
+from .lrp_rules import CONVOLUTIONS, AffineLayer, Rule, check_bounds, ratio, relevance
 
 _METADATA = frozenset({"__get__", "size", "dim", "ndimension", "numel", "is_contiguous", "stride", "__len__"})
 _ADDS = frozenset({torch.add, torch.Tensor.add, torch.Tensor.__add__, torch.Tensor.__radd__})
@@ -76,7 +76,7 @@ class _AffineNode(torch.autograd.Function):
     def backward(ctx, r):
         (a,) = ctx.saved_tensors
         state = ctx.state
-        return relevance(state.rule, state.layer, a.detach(), state.z, r), None
+        return relevance(state.rule, state.layer, a.detach(), state.z, r, state.backend), None
 
 
 @dataclass
@@ -85,6 +85,7 @@ class _AffineState:
     rule: Rule
     z: torch.Tensor | None  # the output as the rule reads it (a copy: an in-place op may follow)
     out: torch.Tensor | None
+    backend: str = "torch"
 
 
 class _Pass(torch.autograd.Function):
@@ -118,8 +119,8 @@ class _Norm(torch.autograd.Function):
     the input it overwrites."""
 
     @staticmethod
-    def forward(ctx, stabilizer, op, *xs):
-        ctx.stabilizer, ctx.op = stabilizer, op
+    def forward(ctx, stabilizer, backend, op, *xs):
+        ctx.stabilizer, ctx.backend, ctx.op = stabilizer, backend, op
         ctx.overwritten = xs[0].detach().clone() if op.in_place else None
         ctx.save_for_backward(*(xs[1:] if op.in_place else xs))
         with torch.no_grad():
@@ -136,8 +137,8 @@ class _Norm(torch.autograd.Function):
         leaves = [x.detach().requires_grad_(True) for x in xs]
         with torch.enable_grad():
             z = ctx.op.plain(*leaves)
-        grads = torch.autograd.grad(z, leaves, r / stabilize(z.detach(), ctx.stabilizer))
-        return (None, None, *(x * g for x, g in zip(xs, grads)))
+        grads = torch.autograd.grad(z, leaves, ratio(r, z, None, ctx.stabilizer, ctx.backend))
+        return (None, None, None, *(x * g for x, g in zip(xs, grads)))
 
 
 @dataclass(frozen=True)
@@ -206,11 +207,13 @@ class RelevanceMode(TorchFunctionMode):
             (the batch norm as an affine layer of its own).
         sum_stabilizer: the norm rule's stabilizer at sums and average pools.
         no_merge: layer keys whose merge is refused (after a RelevanceMismatch).
+        backend: the kernels' backend for the rules' elementwise ratio (featvis::lrp_ratio).
     """
 
     def __init__(self, choose, layers: dict, *, merge_batch_norm: bool, batch_norm_rule: Rule,
-                 sum_stabilizer: float, no_merge: set) -> None:
+                 sum_stabilizer: float, no_merge: set, backend: str = "torch") -> None:
         super().__init__()
+        self.backend = backend
         self.choose, self.layers = choose, layers
         self.merge_batch_norm, self.batch_norm_rule = merge_batch_norm, batch_norm_rule
         self.sum_stabilizer, self.no_merge = sum_stabilizer, no_merge
@@ -279,7 +282,7 @@ class RelevanceMode(TorchFunctionMode):
         # what the rule reads of z, kept now (an in-place op may overwrite z): the gamma rule only its sign
         keep = (z.detach().sign().to(torch.int8) if rule.name == "gamma"
                 else z.detach().clone() if rule.name in ("epsilon", "zbox") else None)
-        return _AffineNode.apply(a, _AffineState(layer, rule, keep, z))
+        return _AffineNode.apply(a, _AffineState(layer, rule, keep, z, self.backend))
 
     def _consume_pending(self, func, args, kwargs):
         """Merge a held-back output into the batch norm that consumes it (returned), or put every
@@ -350,7 +353,7 @@ class RelevanceMode(TorchFunctionMode):
         if not (_in_graph(x) and _in_graph(y)) or x.shape != y.shape or alpha != 1 or "out" in kwargs:
             return func(*args, **kwargs)
         op = _Op(torch.add, in_place=func in _IN_PLACE_ADDS)
-        return _Norm.apply(self.sum_stabilizer, op, x, y)
+        return _Norm.apply(self.sum_stabilizer, self.backend, op, x, y)
 
     def _zero_pad(self, args, kwargs):
         x, pad = _arg(args, kwargs, 0, "input"), _arg(args, kwargs, 1, "pad")
@@ -368,4 +371,4 @@ class RelevanceMode(TorchFunctionMode):
         if not _in_graph(x):
             return func(*args, **kwargs)
         rest = args[1:]
-        return _Norm.apply(self.sum_stabilizer, _Op(lambda t: func(t, *rest, **kwargs)), x)
+        return _Norm.apply(self.sum_stabilizer, self.backend, _Op(lambda t: func(t, *rest, **kwargs)), x)

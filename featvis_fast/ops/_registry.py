@@ -113,6 +113,8 @@ SOURCES = {
                           "featvis_fast/ops/extremal.py", "featvis_fast/_extremal_reference.py", "kernels/extremal.py",
                           ("csrc/extremal_cpu.h", "csrc/extremal_cpu.cpp"),
                           ("csrc/extremal_cuda.h", "csrc/extremal_cuda.cu")),
+    "lrp": OpSources(("lrp_ratio",), "featvis_fast/ops/lrp.py", "featvis_fast/_lrp_reference.py", "kernels/lrp.py",
+                     ("csrc/lrp_cpu.h", "csrc/lrp_cpu.cpp"), ("csrc/lrp_cuda.h", "csrc/lrp_cuda.cu")),
     "similarity": OpSources(("pixel_similarity", "colorize"), "featvis_fast/ops/similarity.py",
                             "featvis_fast/_reference.py", "kernels/similarity.py",
                             ("csrc/similarity_cpu.h", "csrc/similarity_cpu.cpp", "csrc/similarity_cpu_float.cpp",
