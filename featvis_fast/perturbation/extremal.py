@@ -133,7 +133,8 @@ def extremal_perturbation(model: torch.nn.Module, x: torch.Tensor, target: Targe
                           perturbation: str = "blur", reward: str = "simple", max_iter: int = 800,
                           num_levels: int = 8, max_blur: float = 20.0, step: int = 7, sigma: float = 21.0,
                           jitter: bool | str = True, seed: int = 0, batch_size: int | None = None,
-                          return_history: bool = False, progress: bool = True, backend: str | None = None):
+                          return_history: bool = False, progress: bool = True,
+                          backend: str | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Extremal perturbation masks (Fong et al. 2019) of a batch, for every area at once.
 
     Args:
@@ -160,9 +161,9 @@ def extremal_perturbation(model: torch.nn.Module, x: torch.Tensor, target: Targe
         backend: kernel backend (None: the fastest that runs here; see featvis_fast.backends()).
 
     Returns:
-        masks (B, A, H, W) in x's dtype, the masks of the last step (as TorchRay returns them);
-        with return_history also history (B, A, 2, max_iter): per step, the reward and the area
-        term (negative, weighted) of each mask.
+        the masks (B, A, H, W) of the last step in x's dtype (as TorchRay returns them); with
+        return_history, (masks, history (B, A, 2, max_iter)), each step's reward and area term
+        (negative, weighted) per mask.
     """
     check_model_and_batch(model, x)
     if x.dim() != 4 or x.dtype not in (torch.float32, torch.float64):
