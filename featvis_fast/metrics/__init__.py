@@ -1,0 +1,26 @@
+"""Evaluation metrics for explanations, batched on the input's device (Quantus' definitions).
+
+Call convention: `NAME(model, x, attributions, target, ...)` for the metrics that run the model,
+`NAME(attributions, ...)` for those that do not. Each returns a per-image tensor (B,) (and the
+curves where the metric has one). Attributions come from any method of this package or any tensor:
+(B, H, W), (B, 1, H, W) or (B, C, H, W).
+
+Families: faithfulness (deletion, insertion, pixel_flipping, region_perturbation, road,
+faithfulness_correlation, infidelity), robustness (max_sensitivity, avg_sensitivity,
+local_lipschitz), localisation (pointing_game, energy_pointing_game, attribution_localisation,
+top_k_intersection), randomisation (mprt, random_logit), complexity (sparseness, complexity).
+"""
+from ._explain import METHODS, explainer
+from .complexity import complexity, sparseness
+from .faithfulness import CurveResult, deletion, insertion, pixel_flipping, region_perturbation
+from .infidelity import cumulative_patch_perturbation, gaussian_perturbation, infidelity
+from .localisation import attribution_localisation, energy_pointing_game, pointing_game, top_k_intersection
+from .robustness import avg_sensitivity, local_lipschitz, max_sensitivity
+
+__all__ = [
+    "attribution_localisation", "complexity", "energy_pointing_game", "pointing_game", "sparseness",
+    "top_k_intersection",
+    "avg_sensitivity", "cumulative_patch_perturbation", "gaussian_perturbation", "infidelity", "local_lipschitz",
+    "max_sensitivity",
+    "CurveResult", "METHODS", "deletion", "explainer", "insertion", "pixel_flipping", "region_perturbation",
+]

@@ -1,0 +1,68 @@
+"""The explanation function robustness and randomisation metrics call again on changed inputs or models.
+
+`explainer(method, **kwargs)` accepts a callable explain(model, x, target) -> attributions, or the
+name of a method of this package ("saliency", "gradcam", ...; its keyword arguments, e.g. the
+CAMs' layer, in kwargs). Attributions come back as (B, Ca, H, W) (CAMs upsampled to x).
+"""
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import torch
+
+from ._inputs import attribution_maps
+
+# methods that take (model, x, target, **kwargs); the CAMs also need layer= and are upsampled to x
+GRADIENT_METHODS = ("saliency", "input_x_gradient", "guided_backprop", "deconvnet", "integrated_gradients",
+                    "gradient_shap", "lrp", "excitation_backprop", "occlusion", "rise", "extremal_perturbation")
+CAM_METHODS = ("gradcam", "gradcam_pp", "xgradcam", "layercam", "hirescam", "eigencam", "eigengradcam",
+               "scorecam", "ablationcam", "fullgrad", "guided_gradcam")
+METHODS = GRADIENT_METHODS + CAM_METHODS
+
+Explain = Callable[[torch.nn.Module, torch.Tensor, object], torch.Tensor]
+
+
+def _method(name: str, kwargs: dict) -> Explain:
+    import featvis_fast as fv  # the methods live above this package in the import graph
+
+    fn = getattr(fv, name)
+    if name in CAM_METHODS and name not in ("fullgrad", "guided_gradcam"):
+        if "layer" not in kwargs:
+            raise ValueError(f"the explanation method {name!r} needs layer= (a module name of the model)")
+        kwargs = {"upsample": "bilinear", **kwargs}
+    if name in ("occlusion", "rise", "scorecam", "ablationcam", "extremal_perturbation"):
+        kwargs = {"progress": False, **kwargs}
+    return functools.partial(fn, **kwargs)
+
+
+def explainer(method: str | Explain, **kwargs) -> Explain:
+    """explain(model, x, target) -> (B, Ca, H, W) attributions, without gradients kept.
+
+    Args:
+        method: a callable (model, x, target) -> attributions, or one of METHODS.
+        **kwargs: keyword arguments of the named method (ignored with a callable: bind them yourself).
+
+    Returns:
+        the explanation function.
+    """
+    if isinstance(method, str):
+        if method not in METHODS:
+            raise ValueError(f"unknown explanation method {method!r}; choose one of {', '.join(METHODS)} "
+                             "or pass a callable (model, x, target) -> attributions")
+        fn = _method(method, dict(kwargs))
+    elif callable(method):
+        if kwargs:
+            raise TypeError("keyword arguments are for named methods; bind them into your callable")
+        fn = method
+    else:
+        raise TypeError(f"explain must be a method name or a callable (model, x, target), got {type(method).__name__}")
+
+    def explain(model: torch.nn.Module, x: torch.Tensor, target) -> torch.Tensor:
+        out = fn(model, x, target)
+        if isinstance(out, tuple):  # methods that may also return a delta
+            out = out[0]
+        return attribution_maps(out, x, name="the explanation")
+
+    explain.method = method
+    return explain
