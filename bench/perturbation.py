@@ -87,7 +87,7 @@ def run_one(kind: str, name: str, window: int, stride: int, device: str, repeats
         fv.occlusion(model, x, TARGET, window=112, stride=112, progress=False)  # warm-up: kernels, plan
         seconds = _timed(lambda: fv.occlusion(model, x, TARGET, window=window, stride=stride, progress=False),
                          device, repeats)
-        from featvis_fast.perturbation import _chunks
+        from featvis_fast.engine import batches as _chunks
 
         row["batch"] = _chunks.pick_batch_size(None, _windows(window, stride), torch.device(device),
                                                _item_bytes(model, x))
@@ -122,7 +122,7 @@ def run_one(kind: str, name: str, window: int, stride: int, device: str, repeats
 
 
 def _item_bytes(model, x) -> int:
-    from featvis_fast.perturbation import _chunks
+    from featvis_fast.engine import batches as _chunks
 
     return 3 * _chunks.largest_activation_bytes(model, lambda: model(x[:1]))
 

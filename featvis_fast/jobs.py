@@ -57,7 +57,9 @@ class WorkUnit:
     build: Callable[[int], object]
 
 
-def _atomic_write(path: Path, write: Callable[[object], None], mode: str = "wb") -> None:
+def atomic_write(path: Path, write: Callable[[object], None], mode: str = "wb") -> None:
+    """write(file) into a temporary file beside `path`, flushed to disk, then renamed over `path`:
+    a kill leaves the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -72,13 +74,14 @@ def _atomic_write(path: Path, write: Callable[[object], None], mode: str = "wb")
         raise
 
 
-def _write_json(path: Path, value) -> None:
-    _atomic_write(path, lambda fh: json.dump(value, fh, indent=2, sort_keys=True), "w")
+def write_json(path: Path, value) -> None:
+    """`value` as indented JSON at `path`, atomically."""
+    atomic_write(path, lambda fh: json.dump(value, fh, indent=2, sort_keys=True), "w")
 
 
 def _write_png(path: Path, image: torch.Tensor) -> None:
     picture = to_pil(image)
-    _atomic_write(path, lambda fh: picture.save(fh, format="PNG"))
+    atomic_write(path, lambda fh: picture.save(fh, format="PNG"))
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -102,9 +105,10 @@ def job_device() -> torch.device:
     return torch.device("cpu")
 
 
-def _known_settings(out: Path, settings: dict) -> bool:
-    """True when `out` holds this job already; ValueError when it holds another one."""
-    spec = out / "job.json"
+def known_settings(out: Path, settings: dict, spec_name: str = "job.json") -> bool:
+    """True when `out` holds this job already (its settings in out / spec_name); ValueError when it
+    holds another one."""
+    spec = out / spec_name
     if not spec.exists():
         return False
     known = json.loads(spec.read_text())
@@ -133,16 +137,16 @@ def _run_unit(unit: WorkUnit, out: Path, seed: int, steps: int, checkpoint_every
         run.run(min(checkpoint_every, steps - run.step), bar.update)
         if run.step < steps:
             state = run.state_dict()
-            _atomic_write(checkpoint, lambda fh: torch.save(state, fh))
+            atomic_write(checkpoint, lambda fh: torch.save(state, fh))
     images = run.images().cpu()
     if len(unit.names) != images.shape[0]:
         raise RuntimeError(f"unit {unit.index} made {images.shape[0]} images for {len(unit.names)} names")
     for name, image in zip(unit.names, images):
         _write_png(out / "images" / f"{name}.png", image)
-    _atomic_write(done.with_suffix(".pt"), lambda fh: torch.save(images, fh))
+    atomic_write(done.with_suffix(".pt"), lambda fh: torch.save(images, fh))
     scores = run.scores.tolist() if run.scores is not None else [None] * len(unit.names)
     record = {"unit": unit.index, "names": unit.names, "values": scores, "steps": run.step}
-    _write_json(done, record)
+    write_json(done, record)
     checkpoint.unlink(missing_ok=True)
     return record
 
@@ -161,7 +165,7 @@ def run_job(units: Sequence[WorkUnit], out: str | os.PathLike, *, steps: int, se
     out = Path(out)
     rank, world = rank_and_world()
     settings = {**settings, "steps": steps, "seed": seed}
-    known = _known_settings(out, settings)
+    known = known_settings(out, settings)
     mine = [u for u in units if u.index % world == rank]
     # the first unit is built before job.json exists: settings that cannot run fail without a trace
     first = mine[0].build(_unit_seed(seed, mine[0])) if mine and not known else None
@@ -169,7 +173,7 @@ def run_job(units: Sequence[WorkUnit], out: str | os.PathLike, *, steps: int, se
         dist.barrier()
     if not known and rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        _write_json(out / "job.json", settings)
+        write_json(out / "job.json", settings)
     with tqdm(total=steps * len(mine), desc=f"rank {rank}" if world > 1 else "job", disable=not progress) as bar:
         for k, unit in enumerate(mine):
             _run_unit(unit, out, seed, steps, checkpoint_every, bar, run=first if k == 0 else None)
@@ -188,8 +192,8 @@ def _write_summary(units: Sequence[WorkUnit], out: Path, settings: dict) -> dict
     pictures = [Image.open(out / t["file"]).convert("RGB") for t in targets]
     columns = max(1, min(8, len(pictures)))
     sheet = grid(pictures, columns, labels=[t["name"] for t in targets], cell=min(256, pictures[0].width))
-    _atomic_write(out / "grid.png", lambda fh: sheet.save(fh, format="PNG"))
-    _write_json(out / "manifest.json", manifest)
+    atomic_write(out / "grid.png", lambda fh: sheet.save(fh, format="PNG"))
+    write_json(out / "manifest.json", manifest)
     return manifest
 
 

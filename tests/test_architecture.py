@@ -10,6 +10,8 @@ import pytest
 ROOT = Path(__file__).parents[1] / "featvis_fast"
 FAMILIES = {"backprop", "perturbation", "reconstruction", "dissection", "similarity"}
 ENTRY_POINTS = {"cli", "demo", "demo_panels", "viewer"}
+# evaluation sits between the entry points and the families: it runs the families' methods again
+EVALUATION = {"metrics"}
 # top-level private modules every layer may use: backend choice, validation, shared codes, references
 SHARED_PRIVATE = {"_backend", "_validate", "_abi", "_extensions", "_deprecation", "_reference",
                   "_rectifier_reference", "_perturbation_reference", "_dissection_reference", "_ascent_reference"}
@@ -49,6 +51,7 @@ def test_the_import_scan_sees_the_known_edges():
     assert ("engine",) in GRAPH[("backprop", "methods")] or any(
         t[:1] == ("engine",) for t in GRAPH[("backprop", "methods")])
     assert any(t[:1] == ("ops",) for t in GRAPH[("similarity",)])
+    assert ("backprop",) in GRAPH[("metrics", "_explain")]
 
 
 def test_no_family_imports_another_family():
@@ -59,8 +62,8 @@ def test_no_family_imports_another_family():
 
 
 @pytest.mark.parametrize("layer,forbidden", [
-    ("engine", FAMILIES | ENTRY_POINTS),
-    ("ops", FAMILIES | ENTRY_POINTS | {"engine", "models"}),
+    ("engine", FAMILIES | ENTRY_POINTS | EVALUATION),
+    ("ops", FAMILIES | ENTRY_POINTS | EVALUATION | {"engine", "models"}),
 ])
 def test_lower_layers_do_not_know_the_upper_ones(layer, forbidden):
     for name, targets in GRAPH.items():
@@ -69,11 +72,14 @@ def test_lower_layers_do_not_know_the_upper_ones(layer, forbidden):
             assert not bad, f"{'.'.join(name)} imports {bad}"
 
 
-def test_families_do_not_import_entry_points():
+def test_families_do_not_import_entry_points_or_the_evaluation():
     for name, targets in GRAPH.items():
-        if _top(name) in FAMILIES | {"engine", "ops", "models", "render", "images", "jobs"}:
+        if _top(name) in FAMILIES | EVALUATION | {"engine", "ops", "models", "render", "images", "jobs"}:
             bad = {_top(t) for t in targets} & ENTRY_POINTS
             assert not bad, f"{'.'.join(name)} imports the entry points {bad}"
+        if _top(name) in FAMILIES:
+            bad = {_top(t) for t in targets} & EVALUATION
+            assert not bad, f"{'.'.join(name)} imports the evaluation layer {bad}"
 
 
 def test_nobody_reaches_into_another_packages_private_modules():

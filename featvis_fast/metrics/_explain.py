@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import torch
 
+from .. import backprop, perturbation
 from ._inputs import attribution_maps
 
 # methods that take (model, x, target, **kwargs); the CAMs also need layer= and are upsampled to x
@@ -24,9 +25,7 @@ Explain = Callable[[torch.nn.Module, torch.Tensor, object], torch.Tensor]
 
 
 def _method(name: str, kwargs: dict) -> Explain:
-    import featvis_fast as fv  # the methods live above this package in the import graph
-
-    fn = getattr(fv, name)
+    fn = getattr(perturbation if hasattr(perturbation, name) else backprop, name)
     if name in CAM_METHODS and name not in ("fullgrad", "guided_gradcam"):
         if "layer" not in kwargs:
             raise ValueError(f"the explanation method {name!r} needs layer= (a module name of the model)")

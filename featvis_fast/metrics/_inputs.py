@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ..perturbation._targets import score_dtype
+from ..engine.class_scores import score_dtype
 
 
 def attribution_maps(attributions: object, x: torch.Tensor | None = None, *, name: str = "attributions",

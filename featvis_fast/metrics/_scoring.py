@@ -13,8 +13,9 @@ import torch
 
 from .._validate import check_choice, check_model_and_batch
 from ..engine import Target, cached_cpu_memory
-from ..perturbation import _chunks, _targets
-from ..perturbation._forward import Probe
+from ..engine import batches as _chunks
+from ..engine import class_scores as _targets
+from ..engine.probe import Probe
 
 ACTIVATIONS = ("softmax", None)
 

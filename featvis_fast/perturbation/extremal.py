@@ -29,8 +29,8 @@ from .. import _backend
 from .. import _extremal_reference as ref
 from .._validate import check_model_and_batch
 from ..engine import Target, is_layout_error, output_gradient, prefers_channels_last
+from ..engine import class_scores as _targets
 from ..ops import extremal as ops
-from . import _targets
 
 VARIANTS = ("preserve", "delete", "dual")
 PERTURBATIONS = ("blur", "fade")

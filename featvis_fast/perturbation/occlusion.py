@@ -24,10 +24,12 @@ import torch
 from .. import _backend
 from .._validate import check_model_and_batch
 from ..engine import Target, cached_cpu_memory, find_module, rewritten_forward
+from ..engine import batches as _chunks
+from ..engine import class_scores as _targets
+from ..engine.probe import Probe
 from ..ops import perturbation as ops
-from . import _chunks, _targets, _windows
+from . import _windows
 from ._fills import make_fill
-from ._forward import Probe
 
 
 def _parse_measure(measure):

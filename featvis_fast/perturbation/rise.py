@@ -18,10 +18,11 @@ import torch
 from .. import _backend
 from .._validate import check_model_and_batch
 from ..engine import Target, cached_cpu_memory
+from ..engine import batches as _chunks
+from ..engine import class_scores as _targets
+from ..engine.probe import Probe
 from ..ops import perturbation as ops
-from . import _chunks, _targets
 from ._fills import make_fill
-from ._forward import Probe
 
 
 def random_masks(n_masks: int, grid: tuple[int, int], p: float, height: int, width: int,

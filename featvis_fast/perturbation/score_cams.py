@@ -22,9 +22,10 @@ from .. import _backend
 from .._maps import upsample_maps
 from .._validate import check_model_and_batch
 from ..engine import Target, cached_cpu_memory, find_module, rewritten_forward
+from ..engine import batches as _chunks
+from ..engine import class_scores as _targets
+from ..engine.probe import Probe
 from ..ops import perturbation as ops
-from . import _chunks, _targets
-from ._forward import Probe
 
 
 def _clean_pass(model, x, layer: str):

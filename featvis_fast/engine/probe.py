@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from ..engine import StopForward, find_module, rewritten_forward
+from .capture import StopForward, find_module
+from .inference import rewritten_forward
 
 
 class _Replace:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 from tqdm.auto import tqdm
 
-from ..engine import best_layout
+from .layout import best_layout
 
 CPU_CAP, CUDA_CAP = 32, 1024
 

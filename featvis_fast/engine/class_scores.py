@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ..engine import select_output
+from .targets import select_output
 
 
 def score_dtype(t: torch.Tensor) -> torch.dtype:
