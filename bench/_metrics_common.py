@@ -7,6 +7,8 @@ the same inputs with the same settings (the bench prints the largest difference 
 """
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -39,3 +41,24 @@ class MetricCase:
     ours: Callable[[Inputs], torch.Tensor]
     references: dict[str, Callable[[Inputs], np.ndarray]] = field(default_factory=dict)
     note: str = ""
+
+
+def quantus():
+    """quantus, imported after torchvision's schemas (tests/_zoo: Quantus imports torchvision via Zennit)."""
+    tests = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests")
+    if tests not in sys.path:
+        sys.path.insert(0, tests)
+    import _zoo
+
+    _zoo.torchvision_models()
+    import quantus as module
+
+    return module
+
+
+def saliency_map(model: torch.nn.Module, x: torch.Tensor, target) -> torch.Tensor:
+    """(B, 1, H, W): the channel sum of |gradient|, Inputs.explain's definition in torch (what ours
+    explain perturbed copies and randomised models with)."""
+    import featvis_fast as fv
+
+    return fv.saliency(model, x, target, abs=True).sum(dim=1, keepdim=True)

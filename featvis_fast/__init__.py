@@ -3,6 +3,7 @@
 Importing never fails because a compiled extension is missing: backends load on first use and
 fall back (with one warning) when an automatically chosen one is unavailable.
 """
+from . import metrics
 from ._backend import BackendUnavailableError, backends
 from .backprop import (
     Unit,
@@ -46,5 +47,5 @@ __all__ = [
     "saliency", "sample_image", "sample_images", "signed_map",
     "gradient_shap", "input_x_gradient", "integrated_gradients", "smoothgrad",
     "eigencam", "eigengradcam", "gradcam_pp", "hirescam", "layercam", "xgradcam", "scorecam", "ablationcam", "fullgrad",
-    "excitation_backprop", "extremal_perturbation",
+    "excitation_backprop", "extremal_perturbation", "metrics",
 ]

@@ -50,7 +50,8 @@ def run_demo(out_dir: str = "featvis-demo", device: str = "cpu", backend: str | 
 
     Returns:
         the paths written: similarity_grid.png, attributions.png, perturbation.png,
-        maximize.png, invert.png and the dissection report's index.html.
+        maximize.png, invert.png, the dissection report's index.html and the evaluation
+        report's (evaluation/index.html: saliency and Grad-CAM scored by three metrics).
     """
     from . import demo_panels
 
@@ -69,4 +70,5 @@ def run_demo(out_dir: str = "featvis-demo", device: str = "cpu", backend: str | 
     for name, image in demo_panels.reconstructions(model, preprocess, device, backend=backend).items():
         save(name, image)
     paths.append(demo_panels.dissection_report(out_dir, backend=backend))
+    paths.append(demo_panels.evaluation_report(model, preprocess, DEMO_IMAGES, out_dir, device, backend=backend))
     return paths

@@ -8,6 +8,8 @@ bundled photos.
 """
 from __future__ import annotations
 
+import contextlib
+
 import _zoo
 import numpy as np
 import pytest
@@ -24,6 +26,7 @@ def quantus():
 
 def resnet18_case(batch: int = 3, side: int = 64, dtype=torch.float64, seed: int = 0):
     """(model, x (B, 3, side, side), target (B,)) on torchvision ResNet-18 with random weights."""
+    torch.manual_seed(seed)  # torchvision initializes the weights from the global generator
     model = _zoo.realistic(_zoo.torchvision_models().resnet18(), side, seed=seed).to(dtype)
     g = torch.Generator().manual_seed(seed + 1)
     # float32-representable values: Quantus feeds the model torch.Tensor(x), i.e. float32
@@ -70,3 +73,23 @@ def distinct_attributions(shape, seed: int = 0, dtype=torch.float64) -> torch.Te
 
 def arrays(*tensors) -> list[np.ndarray]:
     return [t.detach().cpu().numpy() for t in tensors]
+
+
+def assert_relative(ours, theirs, rel: float = 1e-9) -> None:
+    """ours equals theirs to `rel` times the largest |theirs| (same shape; tensors or arrays)."""
+    ours = np.asarray(ours.detach().cpu() if isinstance(ours, torch.Tensor) else ours, dtype=np.float64)
+    theirs = np.asarray(theirs, dtype=np.float64)
+    assert ours.shape == theirs.shape, (ours.shape, theirs.shape)
+    scale = max(np.abs(theirs).max(), 1e-300)
+    assert np.abs(ours - theirs).max() <= rel * scale, np.abs(ours - theirs).max() / scale
+
+
+@contextlib.contextmanager
+def float64_default():
+    """Quantus feeds the model torch.Tensor(x): float64 only under a float64 default dtype."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)

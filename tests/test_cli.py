@@ -1,6 +1,7 @@
 """The `featvis` command end to end on a bundled sample photo."""
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -58,6 +59,9 @@ def test_demo_writes_every_familys_panel(tmp_path, capsys):
         assert str(tmp_path / name) in out
     page = (tmp_path / "dissection" / "index.html").read_text()
     assert "hbar" in page and "uninterpretable" in page
+    report = (tmp_path / "evaluation" / "index.html").read_text()
+    assert report.count("<polyline") == 4 and "sparseness" in report  # deletion + insertion curves, 2 methods
+    assert str(tmp_path / "evaluation" / "index.html") in out
 
 
 def test_backends_command(capsys):
@@ -105,9 +109,10 @@ def test_demo_backend_reaches_every_panel(tmp_path, monkeypatch):
     monkeypatch.setattr(demo_panels, "perturbations", record("perturbations", blank))
     monkeypatch.setattr(demo_panels, "reconstructions", record("reconstructions", {}))
     monkeypatch.setattr(demo_panels, "dissection_report", record("dissection", str(tmp_path / "d.html")))
+    monkeypatch.setattr(demo_panels, "evaluation_report", record("evaluation", str(tmp_path / "e.html")))
     assert main(["demo", "--out", str(tmp_path), "--backend", "torch", "--device", "cpu"]) == 0
-    assert seen == dict.fromkeys(["similarity", "attributions", "perturbations", "reconstructions", "dissection"],
-                                 "torch")
+    assert seen == dict.fromkeys(["similarity", "attributions", "perturbations", "reconstructions", "dissection",
+                                  "evaluation"], "torch")
 
 
 @pytest.mark.parametrize("panel,call", [
@@ -115,6 +120,8 @@ def test_demo_backend_reaches_every_panel(tmp_path, monkeypatch):
     ("perturbations", lambda m, p, b: demo_panels.perturbations(m, p, ["chelsea"], "cpu", backend=b)),
     ("reconstructions", lambda m, p, b: demo_panels.reconstructions(m, p, "cpu", backend=b)),
     ("dissection", lambda m, p, b: demo_panels.dissection_report("unused", backend=b)),
+    ("evaluation", lambda m, p, b: demo_panels.evaluation_report(m, p, ["chelsea"], tempfile.mkdtemp(), "cpu",
+                                                                 backend=b)),
 ])
 def test_demo_panels_pass_the_backend_on(panel, call):
     """Each panel hands its backend to the methods it calls (an unknown name is refused by them)."""

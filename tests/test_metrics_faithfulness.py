@@ -12,19 +12,13 @@ import _quantus as Q
 import numpy as np
 import pytest
 import torch
+from _rise import causal_metric
 
 import featvis_fast as fv
 from featvis_fast.metrics import faithfulness as F
 
-REL = 1e-9
+_close = Q.assert_relative  # ours == theirs to 1e-9 of the largest |theirs|
 
-
-def _close(ours, theirs, rel=REL):
-    ours = np.asarray(ours.detach().cpu() if isinstance(ours, torch.Tensor) else ours, dtype=np.float64)
-    theirs = np.asarray(theirs, dtype=np.float64)
-    assert ours.shape == theirs.shape
-    scale = max(np.abs(theirs).max(), 1e-300)
-    assert np.abs(ours - theirs).max() <= rel * scale, np.abs(ours - theirs).max() / scale
 
 
 @pytest.fixture(scope="module")
@@ -79,25 +73,6 @@ def test_region_perturbation_equals_quantus(case, order, patch):
     _close(ours.scores, np.trapezoid(theirs, dx=1, axis=1))
 
 
-def _rise_causal_metric(mode, model, img, explanation, step, substrate_fn, c):
-    """RISE's CausalMetric.single_run (evaluation.py of the RISE repository), for one image and class
-    c, on the softmax model, as a loop."""
-    _, _, h, w = img.shape
-    hw = h * w
-    n_steps = (hw + step - 1) // step
-    start, finish = (img.clone(), substrate_fn(img)) if mode == "del" else (substrate_fn(img), img.clone())
-    scores = np.empty(n_steps + 1)
-    order = np.argsort(-explanation.reshape(-1, hw), axis=1, kind="stable")  # distinct values: same as flip(argsort)
-    for i in range(n_steps + 1):
-        with torch.no_grad():
-            scores[i] = torch.softmax(model(start), 1)[0, c].item()
-        if i < n_steps:
-            coords = order[:, step * i:step * (i + 1)]
-            start.numpy().reshape(1, 3, hw)[0, :, coords] = finish.numpy().reshape(1, 3, hw)[0, :, coords]
-    auc = (scores.sum() - scores[0] / 2 - scores[-1] / 2) / (scores.shape[0] - 1)
-    return scores, auc
-
-
 @pytest.mark.parametrize("mode,step", [("deletion", 50), ("insertion", 24)])
 def test_deletion_and_insertion_equal_rise(case, mode, step):
     model, x, target, a = case
@@ -105,7 +80,7 @@ def test_deletion_and_insertion_equal_rise(case, mode, step):
     ours = fn(model, x, a, target, step=step)
     substrate = torch.zeros_like if mode == "deletion" else F.rise_blur
     for b in range(x.shape[0]):
-        curve, auc = _rise_causal_metric(mode[:3], model, x[b:b + 1].clone(), a[b].numpy(), step, substrate,
+        curve, auc = causal_metric(mode[:3], model, x[b:b + 1].clone(), a[b].numpy(), step, substrate,
                                          int(target[b]))
         _close(ours.curves[b], curve)
         _close(ours.scores[b], auc)

@@ -1,7 +1,8 @@
 """The `featvis` command: one module per subcommand, shared options in `options`.
 
 Subcommands: similarity, demo, export-ifealid, serve (interactive similarity), maximize, invert,
-class-agnostic (resumable reconstruction jobs, `job`), dissect (Network Dissection), backends.
+class-agnostic (resumable reconstruction jobs, `job`), dissect (Network Dissection), evaluate (metrics
+report), backends.
 Adding a command = a module with `add_parser(sub)` that sets `func`, listed in COMMANDS.
 """
 from __future__ import annotations
@@ -11,9 +12,9 @@ import sys
 from collections.abc import Sequence
 
 from .._deprecation import warn_renamed
-from . import backends, class_agnostic, demo, dissect, export_ifealid, invert, maximize, serve, similarity
+from . import backends, class_agnostic, demo, dissect, evaluate, export_ifealid, invert, maximize, serve, similarity
 
-COMMANDS = (similarity, demo, export_ifealid, serve, maximize, invert, class_agnostic, dissect, backends)
+COMMANDS = (similarity, demo, export_ifealid, serve, maximize, invert, class_agnostic, dissect, evaluate, backends)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -24,6 +24,21 @@ METHODS = GRADIENT_METHODS + CAM_METHODS
 Explain = Callable[[torch.nn.Module, torch.Tensor, object], torch.Tensor]
 
 
+def default_cam_layer(model: torch.nn.Module) -> str:
+    """The name of the model's last Conv2d module: the CAMs' usual layer (the last feature maps).
+
+    Args:
+        model: the CNN.
+
+    Returns:
+        the module name, e.g. "_conv_head" for the bundled EfficientNet-Lite0, "layer4.1.conv2" for a ResNet-18.
+    """
+    names = [name for name, module in model.named_modules() if isinstance(module, torch.nn.Conv2d)]
+    if not names:
+        raise ValueError("the model has no Conv2d layer; give the CAMs a layer (--layer)")
+    return names[-1]
+
+
 def _method(name: str, kwargs: dict) -> Explain:
     fn = getattr(perturbation if hasattr(perturbation, name) else backprop, name)
     if name in CAM_METHODS and name not in ("fullgrad", "guided_gradcam"):
@@ -33,6 +48,26 @@ def _method(name: str, kwargs: dict) -> Explain:
     if name in ("occlusion", "rise", "scorecam", "ablationcam", "extremal_perturbation"):
         kwargs = {"progress": False, **kwargs}
     return functools.partial(fn, **kwargs)
+
+
+def explain_item_bytes(model: torch.nn.Module, x: torch.Tensor) -> int:
+    """Estimated bytes one image costs in an explanation batch: three times the sum of all leaf
+    modules' outputs of a one-image pass (what a backward keeps, its gradients, and workspace)."""
+    total = 0
+
+    def hook(module, inputs, output):
+        nonlocal total
+        if isinstance(output, torch.Tensor):
+            total += output.numel() * output.element_size()
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            model(x[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    return 3 * max(total, x[:1].numel() * x.element_size())
 
 
 def explainer(method: str | Explain, **kwargs) -> Explain:

@@ -102,3 +102,24 @@ def trapezoid_auc(curves: torch.Tensor, spacing: float = 1.0) -> torch.Tensor:
 
 def as_sequence(values: object) -> Sequence:
     return values if isinstance(values, (list, tuple)) else [values]
+
+
+def normalise_by_max(a: torch.Tensor) -> torch.Tensor:
+    """Each map (N, Ca, H, W) divided by its own largest |value| (all-zero maps stay zero): Quantus'
+    normalise_by_max per image (its default divides a whole batch by the batch's largest value).
+
+    Args:
+        a: (N, Ca, H, W) maps.
+
+    Returns:
+        (N, Ca, H, W) maps in [-1, 1].
+    """
+    largest = a.abs().amax(dim=(1, 2, 3), keepdim=True)
+    return a / torch.where(largest == 0, torch.ones_like(largest), largest)
+
+
+def prepared(a: torch.Tensor, normalise: bool, absolute: bool) -> torch.Tensor:
+    """Quantus' attribution preprocessing: normalise_by_max (optional), then |a| (optional)."""
+    if normalise:
+        a = normalise_by_max(a)
+    return a.abs() if absolute else a
