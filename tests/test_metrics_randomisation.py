@@ -21,6 +21,7 @@ from torch import nn
 
 import featvis_fast as fv
 from featvis_fast.metrics import randomisation as R
+from featvis_fast.metrics import similarities as S
 
 _close = Q.assert_relative  # ours == theirs to 1e-9 of the largest |theirs|
 
@@ -91,9 +92,9 @@ def test_ssim_equals_skimage_2d_and_quantus_flattened(channels):
     an, bn = Q.arrays(a, b)
     ranges = [float(max(x.max(), y.max()) - min(x.min(), y.min())) for x, y in zip(an, bn)]
     theirs_2d = [structural_similarity(x, y, data_range=r, channel_axis=0) for x, y, r in zip(an, bn, ranges)]
-    _close(R.structural_similarity(a, b), theirs_2d)
+    _close(S.structural_similarity(a, b), theirs_2d)
     theirs_flat = quantus.functions.similarity_func.ssim(an.reshape(3, -1), bn.reshape(3, -1), batched=True)
-    _close(R.structural_similarity(a, b, flattened=True), theirs_flat)
+    _close(S.structural_similarity(a, b, flattened=True), theirs_flat)
     assert np.abs(np.array(theirs_2d) - np.array(theirs_flat)).min() > 1e-3  # the two definitions differ
 
 
@@ -108,8 +109,8 @@ def test_ssim_of_one_window_by_hand():
     cov = np.cov(x, y)  # N - 1 normalisation
     expected = ((2 * x.mean() * y.mean() + c1) * (2 * cov[0, 1] + c2)
                 / ((x.mean() ** 2 + y.mean() ** 2 + c1) * (cov[0, 0] + cov[1, 1] + c2)))
-    _close(R.structural_similarity(a, b), [expected])
-    assert R.structural_similarity(a, a).item() == pytest.approx(1.0, abs=1e-15)
+    _close(S.structural_similarity(a, b), [expected])
+    assert S.structural_similarity(a, a).item() == pytest.approx(1.0, abs=1e-15)
 
 
 def test_spearman_equals_scipy_with_ties():
@@ -118,16 +119,16 @@ def test_spearman_equals_scipy_with_ties():
     a = torch.round(4 * torch.rand(4, 1, 6, 5, generator=g, dtype=torch.float64)) / 4  # many ties
     b = torch.round(3 * torch.randn(4, 1, 6, 5, generator=g, dtype=torch.float64))
     an, bn = Q.arrays(a.reshape(4, -1), b.reshape(4, -1))
-    _close(R.spearman_correlation(a, b), quantus.functions.similarity_func.correlation_spearman(an, bn, batched=True))
-    assert torch.equal(R.average_ranks(torch.tensor([[3.0, 1.0, 3.0, 2.0, 3.0]])),
+    _close(S.spearman_correlation(a, b), quantus.functions.similarity_func.correlation_spearman(an, bn, batched=True))
+    assert torch.equal(S.average_ranks(torch.tensor([[3.0, 1.0, 3.0, 2.0, 3.0]])),
                        torch.tensor([[4.0, 1.0, 4.0, 2.0, 4.0]], dtype=torch.float64))
-    assert R.spearman_correlation(a, -a).tolist() == pytest.approx([-1.0] * 4, abs=1e-15)
+    assert S.spearman_correlation(a, -a).tolist() == pytest.approx([-1.0] * 4, abs=1e-15)
 
 
 def test_constant_maps_give_nan_as_skimage_and_scipy():
     flat = torch.ones(1, 1, 8, 8, dtype=torch.float64)
-    assert torch.isnan(R.structural_similarity(flat, flat)).all()
-    assert torch.isnan(R.spearman_correlation(flat, torch.rand(1, 1, 8, 8, dtype=torch.float64))).all()
+    assert torch.isnan(S.structural_similarity(flat, flat)).all()
+    assert torch.isnan(S.spearman_correlation(flat, torch.rand(1, 1, 8, 8, dtype=torch.float64))).all()
 
 
 # ---------------------------------------------------------------- MPRT parity

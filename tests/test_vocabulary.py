@@ -146,3 +146,28 @@ def test_similarity_overlay_under_its_old_cli_name():
     assert old is similarity.similarity_overlay
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         cli.nothing  # noqa: B018
+
+
+ISSUE_METRICS = ("deletion", "insertion", "pixel_flipping", "region_perturbation", "road", "faithfulness_correlation",
+                 "infidelity", "max_sensitivity", "avg_sensitivity", "local_lipschitz", "pointing_game",
+                 "energy_pointing_game", "attribution_localisation", "top_k_intersection", "mprt", "random_logit",
+                 "sparseness", "complexity")
+
+
+def test_every_metric_follows_the_call_convention():
+    """fv.metrics.NAME(model, x, attributions, target, ...) for metrics that run the model,
+    NAME(attributions, ...) for those that do not; random draws from keyword-only seed / generator."""
+    from featvis_fast.metrics.registry import REGISTRY
+
+    assert set(REGISTRY) == set(ISSUE_METRICS)
+    for name in ISSUE_METRICS:
+        fn = getattr(fv.metrics, name)
+        assert REGISTRY[name].fn is fn
+        params = inspect.signature(fn).parameters
+        first = {"model": ["model", "x", "attributions", "target"], "explain": ["model", "x", "attributions", "target"],
+                 "attributions": ["attributions"], "regions": ["attributions", "boxes_or_masks"]}[REGISTRY[name].call]
+        assert list(params)[:len(first)] == first, name
+        if "seed" in params:
+            assert params["seed"].kind is params["generator"].kind is inspect.Parameter.KEYWORD_ONLY, name
+        if REGISTRY[name].call == "explain":
+            assert {"explain", "explain_kwargs"} <= set(params), name

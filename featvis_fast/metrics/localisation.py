@@ -166,13 +166,22 @@ def top_k_intersection(attributions: object, boxes_or_masks: object, k: int = 10
     flat = a.reshape(b, -1)
     if abs:
         flat = flat.abs()
-    top = torch.sort(flat, dim=1, descending=True, stable=True).indices[:, :k]
     flat_masks = masks.reshape(b, -1)
-    score = flat_masks.gather(1, top).to(a.dtype).mean(1)
+    score = (_top_k_members(flat, k) & flat_masks).sum(1).to(a.dtype) / k
     area = flat_masks.sum(1)
     if concept_influence:
         score = score * (h * w) / area.to(a.dtype)
     return torch.where(area == 0, torch.nan, score)
+
+
+def _top_k_members(flat: torch.Tensor, k: int) -> torch.Tensor:
+    """(B, N) -> (B, N) bool: the k largest values per row, ties at the k-th value going to the earlier
+    index (what a stable descending sort's first k are), by a top-k threshold instead of a full sort."""
+    kth = torch.topk(flat, k, dim=1).values[:, -1:]
+    above = flat > kth
+    tied = flat == kth
+    room = k - above.sum(1, keepdim=True)
+    return above | (tied & (tied.cumsum(1) <= room))
 
 
 def _maps_and_regions(attributions: object, boxes_or_masks: object) -> tuple[torch.Tensor, torch.Tensor]:
