@@ -104,14 +104,15 @@ def cases() -> list[MetricCase]:
     return [
         MetricCase(
             "road",
-            lambda i: metrics.road(i.model, i.x, i.attributions, i.target, percentages=PERCENTAGES, noise=0.0).scores,
+            lambda i: metrics.road(i.model, i.x, i.attributions, i.target, percentages=PERCENTAGES,
+                                   noise_std=0.0).scores,
             {"grad-cam": _grad_cam_road},
             note=f"MoRF at {percentages} %, noise 0, softmax probability averaged over the percentages "
                  "(grad-cam: ROADMostRelevantFirst(100 - p) differences + the clean probability)",
         ),
         MetricCase(
             "road (accuracy)",
-            lambda i: metrics.road(i.model, i.x, i.attributions, i.target, percentages=PERCENTAGES, noise=0.0,
+            lambda i: metrics.road(i.model, i.x, i.attributions, i.target, percentages=PERCENTAGES, noise_std=0.0,
                                    accuracy=True).scores,
             {"quantus": _quantus_road_accuracy},
             note=f"MoRF at {percentages} %, noise 0, share of percentages still classified as the target "

@@ -12,7 +12,7 @@ import torch
 from _metrics_common import Inputs, MetricCase, quantus
 
 from featvis_fast import metrics
-from featvis_fast.metrics._regions import boxes_to_masks
+from featvis_fast.metrics.regions import boxes_to_masks
 
 K = 1000  # top_k_intersection's k (Quantus' default; 2% of a 224 px image)
 TOLERANCE = 15  # the pointing game's radius in pixels (TorchRay's default)

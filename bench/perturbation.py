@@ -87,9 +87,9 @@ def run_one(kind: str, name: str, window: int, stride: int, device: str, repeats
         fv.occlusion(model, x, TARGET, window=112, stride=112, progress=False)  # warm-up: kernels, plan
         seconds = _timed(lambda: fv.occlusion(model, x, TARGET, window=window, stride=stride, progress=False),
                          device, repeats)
-        from featvis_fast.engine import batches as _chunks
+        from featvis_fast.engine import batches
 
-        row["batch"] = _chunks.pick_batch_size(None, _windows(window, stride), torch.device(device),
+        row["batch"] = batches.pick_batch_size(None, _windows(window, stride), torch.device(device),
                                                _item_bytes(model, x))
     elif kind == "captum":
         from captum.attr import Occlusion
@@ -122,9 +122,9 @@ def run_one(kind: str, name: str, window: int, stride: int, device: str, repeats
 
 
 def _item_bytes(model, x) -> int:
-    from featvis_fast.engine import batches as _chunks
+    from featvis_fast.engine import batches
 
-    return 3 * _chunks.largest_activation_bytes(model, lambda: model(x[:1]))
+    return 3 * batches.largest_activation_bytes(model, lambda: model(x[:1]))
 
 
 def run_rise(kind: str, name: str, device: str, masks: int, batch: int, repeats: int) -> dict:

@@ -3,6 +3,7 @@ model and sample photos (sizes and step counts chosen to finish in about a minut
 from __future__ import annotations
 
 import os
+import shutil
 
 import torch
 from PIL import Image
@@ -153,13 +154,13 @@ def dissection_report(out_dir: str, backend: str | None = None) -> str:
 def evaluation_report(model, preprocess, names, out_dir: str, device, backend: str | None = None) -> str:
     """A small `featvis evaluate`: saliency and Grad-CAM scored by deletion, insertion and sparseness
     on the demo photos at 128 px (deletion / insertion in steps of 8 rows), with its HTML report."""
+    out = os.path.join(out_dir, "evaluation")
+    shutil.rmtree(out, ignore_errors=True)  # a demo starts afresh (evaluate would resume, or refuse other settings)
     images = [(name, preprocess(load_image(name), size=128).to(device)) for name in names]
     layer = metrics.default_cam_layer(model)
     step = {"step": 8 * 128, "backend": backend}
     cells = metrics.evaluate(model, images, ["saliency", "gradcam"], ["deletion", "insertion", "sparseness"],
-                             os.path.join(out_dir, "evaluation"),
-                             method_kwargs={"saliency": {"backend": backend},
+                             out, method_kwargs={"saliency": {"backend": backend},
                                             "gradcam": {"layer": layer, "backend": backend}},
                              metric_settings={"deletion": step, "insertion": step}, progress=False)
-    return str(metrics.write_report(cells, os.path.join(out_dir, "evaluation"),
-                                    title="featvis demo: saliency vs Grad-CAM"))
+    return str(metrics.write_report(cells, out, title="featvis demo: saliency vs Grad-CAM"))

@@ -68,29 +68,29 @@ def test_linear_model_known_answer():
     weights = model[1].weight.detach()[target].reshape(2, 3, 8, 8)
     a = weights * (x - x.amin(dim=(1, 2, 3), keepdim=True))
     ones = torch.ones(2, dtype=torch.float64)
-    torch.testing.assert_close(faithfulness_correlation(model, x, a, target, nr_runs=20, subset_size=30), ones,
+    torch.testing.assert_close(faithfulness_correlation(model, x, a, target, n_samples=20, subset_size=30), ones,
                                rtol=0, atol=1e-12)
-    torch.testing.assert_close(faithfulness_correlation(model, x, -a, target, nr_runs=20, subset_size=30), -ones,
+    torch.testing.assert_close(faithfulness_correlation(model, x, -a, target, n_samples=20, subset_size=30), -ones,
                                rtol=0, atol=1e-12)
     # with the "white" baseline the drops are sum w_ti (x_i - M): the attributions must follow
     white = weights * (x - x.amax(dim=(1, 2, 3), keepdim=True))
-    torch.testing.assert_close(faithfulness_correlation(model, x, white, target, nr_runs=20, subset_size=30,
+    torch.testing.assert_close(faithfulness_correlation(model, x, white, target, n_samples=20, subset_size=30,
                                                         baseline="white"), ones, rtol=0, atol=1e-12)
     # constant attributions do not vary over the runs: NaN, as Quantus (scipy's pearsonr)
-    assert torch.isnan(faithfulness_correlation(model, x, torch.ones(2, 8, 8), target, nr_runs=5,
+    assert torch.isnan(faithfulness_correlation(model, x, torch.ones(2, 8, 8), target, n_samples=5,
                                                 subset_size=10)).all()
 
 
 def test_seeded_batched_and_typed(case):
     model, x, target = case
     a = distinct_attributions((2, 1, 32, 32))
-    first = faithfulness_correlation(model, x, a, target, nr_runs=8, subset_size=100, seed=2)
-    again = faithfulness_correlation(model, x, a, target, nr_runs=8, subset_size=100,
+    first = faithfulness_correlation(model, x, a, target, n_samples=8, subset_size=100, seed=2)
+    again = faithfulness_correlation(model, x, a, target, n_samples=8, subset_size=100,
                                      generator=torch.Generator().manual_seed(2), batch_size=3)
     torch.testing.assert_close(again, first, rtol=1e-12, atol=0)
-    other = faithfulness_correlation(model, x, a, target, nr_runs=8, subset_size=100, seed=3)
+    other = faithfulness_correlation(model, x, a, target, n_samples=8, subset_size=100, seed=3)
     assert not torch.equal(other, first)
-    single = faithfulness_correlation(copy.deepcopy(model).float(), x.float(), a.float(), target, nr_runs=8,
+    single = faithfulness_correlation(copy.deepcopy(model).float(), x.float(), a.float(), target, n_samples=8,
                                       subset_size=100, seed=2)
     assert single.dtype == torch.float32
     torch.testing.assert_close(single.double(), first, rtol=0, atol=1e-3)
@@ -128,10 +128,10 @@ def test_bad_inputs(case):
         faithfulness_correlation(model, x, a[:1], target)
     with pytest.raises(ValueError, match="smaller than the C \\* H \\* W = 3072"):
         faithfulness_correlation(model, x, a, target, subset_size=3072)
-    with pytest.raises(ValueError, match="nr_runs must be at least 2"):
-        faithfulness_correlation(model, x, a, target, nr_runs=1)
+    with pytest.raises(ValueError, match="n_samples must be at least 2"):
+        faithfulness_correlation(model, x, a, target, n_samples=1)
     with pytest.raises(ValueError, match="baseline must be"):
-        faithfulness_correlation(model, x, a, target, nr_runs=2, subset_size=4, baseline="uniform")
+        faithfulness_correlation(model, x, a, target, n_samples=2, subset_size=4, baseline="uniform")
     good = random_subsets(2, 2, 3072, 4, torch.Generator())
     with pytest.raises(ValueError, match="outside \\[0, 3072\\)"):
         faithfulness_correlation(model, x, a, target, subsets=good + 3072)

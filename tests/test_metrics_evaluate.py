@@ -190,3 +190,70 @@ def test_featvis_evaluate_bad_requests_exit_2(tmp_path, capsys, argv, message):
 def test_featvis_evaluate_rejects_a_missing_folder(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")]) == 2
     assert "not a directory" in capsys.readouterr().err
+
+
+def test_a_failed_first_run_leaves_the_directory_usable(tmp_path):
+    model, images = _model(), _images()
+    bad = {**KW, "metric_settings": {"deletion": {"step": 0}}}
+    with pytest.raises(ValueError, match="step"):
+        fv.metrics.evaluate(model, images, out=tmp_path, regions=_regions(), **bad)
+    with pytest.raises(ValueError, match="batch_size"):
+        fv.metrics.evaluate(model, images, out=tmp_path, regions=_regions(), **{**KW, "batch_size": 0})
+    with pytest.raises(ValueError, match="default order"):
+        fv.metrics.evaluate(model, images, out=tmp_path, regions=_regions(),
+                            **{**KW, "metric_settings": {"deletion": {"order": "lerf"}}})
+    assert len(fv.metrics.evaluate(model, images, out=tmp_path, regions=_regions(), **KW)) == 6
+
+
+def test_changed_images_or_regions_are_not_resumed(tmp_path):
+    model, images = _model(), _images()
+    fv.metrics.evaluate(model, images, out=tmp_path, regions=_regions(), **KW)
+    moved = _regions()
+    moved[:, :4] = True
+    with pytest.raises(ValueError, match="regions"):
+        fv.metrics.evaluate(model, images, out=tmp_path, regions=moved, **KW)
+    brighter = [(name, x + 0.5) for name, x in images]
+    with pytest.raises(ValueError, match="images"):
+        fv.metrics.evaluate(model, brighter, out=tmp_path, regions=_regions(), **KW)
+
+
+def test_batches_draw_their_own_random_numbers(tmp_path, monkeypatch):
+    """Image j of every batch must not get the same draws: the seed differs per batch (not per method)."""
+    from featvis_fast.metrics import runner
+
+    seen = []
+    spec = registry.REGISTRY["sparseness"]
+
+    def record(a, seed=0):
+        seen.append(seed)
+        return spec.fn(a)
+
+    table = {**registry.REGISTRY, "sparseness": dataclasses.replace(spec, fn=record)}
+    monkeypatch.setattr(runner, "REGISTRY", table)
+    fv.metrics.evaluate(_model(), _images(), out=tmp_path, **{**KW, "metrics": ["sparseness"]})
+    assert seen == [0, 0, 1, 1, 2, 2]  # per batch (seed 0: s * stride + k), the same for both methods
+
+
+def test_results_json_is_strict_json_with_nan_scores(tmp_path):
+    model, images = _model(), _images()
+    empty = _regions()
+    empty[0] = False  # no object in the first image: its localisation scores are NaN
+    cells = fv.metrics.evaluate(model, images, out=tmp_path, regions=empty, **KW)
+    assert torch.isnan(next(c for c in cells if c.metric == "pointing_game").scores[0])
+    fv.metrics.write_report(cells, tmp_path)
+    text = (tmp_path / "results.json").read_text()
+    assert "NaN" not in text
+    results = json.loads(text, parse_constant=lambda name: pytest.fail(f"non-standard JSON constant {name}"))
+    cell = next(c for c in results["cells"] if c["metric"] == "pointing_game")
+    assert cell["scores"][0] is None and cell["scores"][1] in (0.0, 1.0)
+    again = fv.metrics.evaluate(model, images, out=tmp_path, regions=empty, **KW)  # resumed cells read None as NaN
+    assert torch.isnan(next(c for c in again if c.metric == "pointing_game").scores[0])
+
+
+def test_boxes_at_the_file_edge_stay_inside_after_scaling(tmp_path):
+    path = tmp_path / "boxes.json"
+    sizes = [(100, 50), (164, 7)]
+    path.write_text(json.dumps({"a.png": [[0, 0, 100, 50]], "b.png": [[82, 0, 164, 7]]}))
+    masks = fv.metrics.load_regions(path, ["a.png", "b.png"], 224, 224, sizes)
+    assert bool(masks[0].all())
+    assert bool(masks[1][:, 112:].all()) and not bool(masks[1][:, :112].any())

@@ -20,7 +20,6 @@ from featvis_fast.metrics import faithfulness as F
 _close = Q.assert_relative  # ours == theirs to 1e-9 of the largest |theirs|
 
 
-
 @pytest.fixture(scope="module")
 def case():
     model, x, target = Q.resnet18_case(batch=2, side=24)
@@ -60,6 +59,17 @@ def test_pixel_flipping_split_pixels_differ_from_quantus_only_by_its_unstable_so
     monkeypatch.setattr(np, "argsort", lambda arr, axis=-1, **kw: argsort(arr, axis=axis, kind="stable"))
     stable = _quantus_curves(quantus.PixelFlipping(features_in_step=16, disable_warnings=True), model, x, a, target)
     _close(ours.curves, stable)
+
+
+def test_pixel_flipping_of_tied_pixels_does_not_depend_on_the_channel_count(case):
+    """A map of few distinct values (many tied pixels) and the same map repeated over C channels
+    flip the same whole pixels in the same order."""
+    model, x, target, _ = case
+    g = torch.Generator().manual_seed(5)
+    tied = torch.randint(0, 4, (2, 1, 24, 24), generator=g).double()
+    one = fv.metrics.pixel_flipping(model, x, tied, target, features_in_step=3 * 40)
+    three = fv.metrics.pixel_flipping(model, x, tied.expand(2, 3, 24, 24), target, features_in_step=3 * 40)
+    torch.testing.assert_close(one.curves, three.curves, rtol=1e-9, atol=1e-15)
 
 
 @pytest.mark.parametrize("order,patch", [("morf", 5), ("lerf", 8)])
@@ -124,9 +134,9 @@ def test_exact_contributions_give_the_steepest_deletion_curve():
         other = fv.metrics.deletion(model, x, shuffled, 0, step=1, activation=None)
         assert bool((best.curves <= other.curves + 1e-12).all())
         assert bool((best.scores < other.scores).all())
-    inserted = fv.metrics.insertion(model, x, contributions, 0, step=1, activation=None, substrate=0.0)
+    inserted = fv.metrics.insertion(model, x, contributions, 0, step=1, activation=None, baseline=0.0)
     assert bool((inserted.scores > fv.metrics.insertion(model, x, -contributions, 0, step=1, activation=None,
-                                                         substrate=0.0).scores).all())
+                                                         baseline=0.0).scores).all())
 
 
 def test_batching_and_backends_give_the_same_curves(case):

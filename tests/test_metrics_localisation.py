@@ -1,4 +1,4 @@
-"""Localisation metrics (featvis_fast.metrics.localisation) and their regions (metrics._regions).
+"""Localisation metrics (featvis_fast.metrics.localisation) and their regions (metrics.regions).
 
 Parity: Quantus 0.6's PointingGame, AttributionLocalisation and TopKIntersection on the same float64
 maps and masks (Quantus takes masks (B, 1, H, W) and needs no model for these: model=None), and
@@ -15,7 +15,7 @@ import torch
 from _quantus import arrays, distinct_attributions, quantus
 
 from featvis_fast.metrics import attribution_localisation, energy_pointing_game, pointing_game, top_k_intersection
-from featvis_fast.metrics._regions import boxes_to_masks, load_regions, region_masks
+from featvis_fast.metrics.regions import boxes_to_masks, load_regions, region_masks
 
 B, SIDE = 3, 32
 

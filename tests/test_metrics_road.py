@@ -213,17 +213,6 @@ def test_road_equals_quantus_road_with_replayed_noise(monkeypatch, case):
     torch.testing.assert_close(probabilities.curves, expected, rtol=1e-9, atol=0)
 
 
-def test_quantus_road_fails_on_rgb_images(case):
-    """Quantus 0.6 ROAD's quirk: it indexes the H * W imputation mask with indices into the C * H * W
-    broadcast attributions, so every RGB image fails; road imputes all channels of the top pixels."""
-    q = quantus()
-    model, x, target = case
-    x_np, a_np, y_np = arrays(x, distinct_attributions((2, 1, 32, 32)), target)
-    metric = q.ROAD(percentages=[50], noise=0.0, disable_warnings=True)
-    with float64_default(), pytest.raises(IndexError, match="out of bounds"):
-        metric(model=model, x_batch=x_np, y_batch=y_np, a_batch=a_np, device="cpu")
-
-
 @pytest.mark.parametrize("order", ["morf", "lerf"])
 @pytest.mark.filterwarnings("ignore:__array_wrap__:DeprecationWarning")  # grad-cam's np.float32(tensor)
 def test_road_equals_grad_cam_road_with_replayed_noise(monkeypatch, case, order):
@@ -272,7 +261,7 @@ def test_road_known_answers(case):
     flat = torch.full_like(x, 0.3)
     with torch.no_grad():
         flat_score = torch.softmax(model(flat), 1).gather(1, target[:, None])
-    result = road(model, flat, a, target, percentages=[10, 60, 99], noise=0.0)
+    result = road(model, flat, a, target, percentages=[10, 60, 99], noise_std=0.0)
     torch.testing.assert_close(result.curves, flat_score.expand(2, 3), rtol=1e-9, atol=0)
     torch.testing.assert_close(result.scores, flat_score[:, 0], rtol=1e-9, atol=0)
 
@@ -286,11 +275,11 @@ def test_road_seeded_batched_and_typed(case):
     other = road(model, x, a, target, percentages=[20, 80], seed=4)
     assert not torch.equal(other.curves, first.curves)
     # without noise the seed does not matter; MoRF and LeRF differ
-    quiet = [road(model, x, a, target, percentages=[20, 80], noise=0.0, seed=s, order=o).curves
+    quiet = [road(model, x, a, target, percentages=[20, 80], noise_std=0.0, seed=s, order=o).curves
              for s, o in ((0, "morf"), (1, "morf"), (0, "lerf"))]
     assert torch.equal(quiet[0], quiet[1]) and not torch.allclose(quiet[0], quiet[2])
     assert first.scores.shape == (2,) and first.curves.shape == (2, 2) and first.curves.dtype == torch.float64
-    single = road(copy.deepcopy(model).float(), x.float(), a.float(), target, percentages=[20, 80], noise=0.0)
+    single = road(copy.deepcopy(model).float(), x.float(), a.float(), target, percentages=[20, 80], noise_std=0.0)
     assert single.curves.dtype == torch.float32 and single.scores.dtype == torch.float32
     torch.testing.assert_close(single.curves.double(), quiet[0], rtol=1e-3, atol=1e-6)
 
@@ -308,7 +297,7 @@ def test_road_bad_inputs(case):
         road(model, x, a, target, percentages=[])
     with pytest.raises(ValueError, match="unknown order"):
         road(model, x, a, target, order="random")
-    with pytest.raises(ValueError, match="noise must be"):
-        road(model, x, a, target, noise=-0.1)
+    with pytest.raises(ValueError, match="noise_std must be"):
+        road(model, x, a, target, noise_std=-0.1)
     with pytest.raises(ValueError, match="not a callable"):
         road(model, x, a, lambda out: out[:, 0], accuracy=True)

@@ -217,7 +217,7 @@ def test_infidelity_equals_captum_on_the_same_perturbations(case, normalize):
     for ours_a, captums_a in ((a, a), (a.sum(1, keepdim=True), a.sum(1, keepdim=True).expand_as(a))):
         expected = captum_infidelity(model, lambda inputs: (flat, inputs - flat), x, captums_a, target=target,
                                      n_perturb_samples=n, normalize=normalize)
-        close(infidelity(model, x, ours_a, target, n_samples=n, perturb=perturb, normalize=normalize),
+        close(infidelity(model, x, ours_a, target, n_samples=n, perturb=perturb, normalise=normalize),
               expected.numpy())
 
 
@@ -261,7 +261,7 @@ def test_infidelity_of_a_linear_models_gradient_is_zero():
     gen = torch.Generator().manual_seed(0)
     dots = torch.stack([(gaussian_perturbation(0.2)(x, k, gen)[0] * gradient).flatten(1).sum(1) for k in range(10)])
     torch.testing.assert_close(infidelity(model, x, 2 * gradient, target), dots.square().mean(0), rtol=1e-12, atol=0)
-    assert infidelity(model, x, 2 * gradient, target, normalize=True).abs().max() < 1e-24
+    assert infidelity(model, x, 2 * gradient, target, normalise=True).abs().max() < 1e-24
 
 
 def test_cumulative_patches_remove_patches_in_raster_order():

@@ -171,3 +171,5 @@ def test_every_metric_follows_the_call_convention():
             assert params["seed"].kind is params["generator"].kind is inspect.Parameter.KEYWORD_ONLY, name
         if REGISTRY[name].call == "explain":
             assert {"explain", "explain_kwargs"} <= set(params), name
+        # one word per concept across the metrics
+        assert not {"normalize", "substrate", "noise", "std", "nr_runs", "absolute"} & set(params), name

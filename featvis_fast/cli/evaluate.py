@@ -12,7 +12,7 @@ import torch
 
 from ..images import load_image, sample_images
 from ..jobs import job_device
-from ..metrics import CAM_METHODS, default_cam_layer, evaluate, load_regions, report
+from ..metrics import LAYER_METHODS, default_cam_layer, evaluate, load_regions, report
 from ..metrics.registry import REGISTRY
 from ..models import load_model
 from . import options
@@ -50,10 +50,10 @@ def run(args: argparse.Namespace) -> int:
     images = [(name, preprocess(picture, size=args.size)) for name, picture in pictures]
     regions = None
     if args.boxes is not None:
-        scales = [(args.size / picture.width, args.size / picture.height) for _, picture in pictures]
-        regions = load_regions(args.boxes, [n for n, _ in images], args.size, args.size, scales)
+        regions = load_regions(args.boxes, [n for n, _ in images], args.size, args.size,
+                               [picture.size for _, picture in pictures])
     layer = args.layer or default_cam_layer(model)
-    method_kwargs = {m: {"layer": layer} for m in methods if m in CAM_METHODS and m not in ("fullgrad",)}
+    method_kwargs = {m: {"layer": layer} for m in methods if m in LAYER_METHODS}
     cells = evaluate(model, images, methods, metrics, args.out, regions=regions, target=args.target,
                                 batch_size=args.batch, seed=args.seed, method_kwargs=method_kwargs,
                                 record={"model": args.model, "size": args.size,

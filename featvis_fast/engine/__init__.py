@@ -16,8 +16,12 @@ bottom up:
 - rewrites: the forward-pass rewrites learnt per model (rewrite_calls reads the calls);
   inference: forward-only passes under them; output_gradient: a batch's input gradient of
   per-row scores under all of the above (for families that optimize inputs).
+- probe: no-grad passes over a batch that return the output or stop at a layer (feature-map
+  injection); batches: batch sizes from memory and the batch loop (progress, OOM halving);
+  class_scores: a target resolved once, per-copy scores read from outputs. The perturbation
+  family and the metrics score batches of perturbed copies with these three.
 
-Imports flow one way: families -> engine -> ops -> backends.
+Imports flow one way: entry points -> evaluation (metrics) -> families -> engine -> ops -> backends.
 """
 from .capture import LayerCapture, StopForward, extract, find_module
 from .cpu_cache import cached_cpu_memory, cpu_cache_stats, empty_cpu_cache

@@ -10,26 +10,32 @@ faithfulness_correlation, infidelity), robustness (max_sensitivity, avg_sensitiv
 local_lipschitz), localisation (pointing_game, energy_pointing_game, attribution_localisation,
 top_k_intersection), randomisation (mprt, random_logit), complexity (sparseness, complexity).
 """
-from ._explain import CAM_METHODS, METHODS, default_cam_layer, explainer
-from ._regions import load_regions, region_masks
+from ._explain import CAM_METHODS, LAYER_METHODS, METHODS, default_cam_layer, explainer
 from .complexity_measures import complexity, sparseness
 from .correlation import faithfulness_correlation
 from .faithfulness import CurveResult, deletion, insertion, pixel_flipping, region_perturbation
 from .infidelity import cumulative_patch_perturbation, gaussian_perturbation, infidelity
 from .localisation import attribution_localisation, energy_pointing_game, pointing_game, top_k_intersection
 from .randomisation import MPRTResult, mprt, random_logit
+from .regions import load_regions, region_masks
 from .report import write_report
 from .road import road
 from .robustness import avg_sensitivity, local_lipschitz, max_sensitivity
 from .runner import evaluate
 
 __all__ = [
-    "attribution_localisation", "complexity", "energy_pointing_game", "pointing_game", "sparseness",
-    "top_k_intersection",
-    "avg_sensitivity", "cumulative_patch_perturbation", "gaussian_perturbation", "infidelity", "local_lipschitz",
-    "max_sensitivity",
-    "CAM_METHODS", "CurveResult", "METHODS", "default_cam_layer", "deletion", "explainer", "load_regions",
-    "region_masks", "evaluate", "write_report", "insertion", "pixel_flipping", "region_perturbation",
-    "faithfulness_correlation", "road",
+    # faithfulness
+    "CurveResult", "deletion", "insertion", "pixel_flipping", "region_perturbation", "road", "faithfulness_correlation",
+    "infidelity", "gaussian_perturbation", "cumulative_patch_perturbation",
+    # robustness
+    "max_sensitivity", "avg_sensitivity", "local_lipschitz",
+    # localisation
+    "pointing_game", "energy_pointing_game", "attribution_localisation", "top_k_intersection", "load_regions",
+    "region_masks",
+    # randomisation
     "MPRTResult", "mprt", "random_logit",
+    # complexity
+    "sparseness", "complexity",
+    # explanations and the evaluation
+    "METHODS", "CAM_METHODS", "LAYER_METHODS", "default_cam_layer", "explainer", "evaluate", "write_report",
 ]

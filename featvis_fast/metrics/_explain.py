@@ -20,6 +20,8 @@ GRADIENT_METHODS = ("saliency", "input_x_gradient", "guided_backprop", "deconvne
 CAM_METHODS = ("gradcam", "gradcam_pp", "xgradcam", "layercam", "hirescam", "eigencam", "eigengradcam",
                "scorecam", "ablationcam", "fullgrad", "guided_gradcam")
 METHODS = GRADIENT_METHODS + CAM_METHODS
+# the methods that need layer= (fullgrad's is optional); all but guided Grad-CAM return layer-sized maps
+LAYER_METHODS = tuple(m for m in CAM_METHODS if m != "fullgrad")
 
 Explain = Callable[[torch.nn.Module, torch.Tensor, object], torch.Tensor]
 
@@ -41,9 +43,9 @@ def default_cam_layer(model: torch.nn.Module) -> str:
 
 def _method(name: str, kwargs: dict) -> Explain:
     fn = getattr(perturbation if hasattr(perturbation, name) else backprop, name)
-    if name in CAM_METHODS and name not in ("fullgrad", "guided_gradcam"):
-        if "layer" not in kwargs:
-            raise ValueError(f"the explanation method {name!r} needs layer= (a module name of the model)")
+    if name in LAYER_METHODS and "layer" not in kwargs:
+        raise ValueError(f"the explanation method {name!r} needs layer= (a module name of the model)")
+    if name in LAYER_METHODS and name != "guided_gradcam":
         kwargs = {"upsample": "bilinear", **kwargs}
     if name in ("occlusion", "rise", "scorecam", "ablationcam", "extremal_perturbation"):
         kwargs = {"progress": False, **kwargs}
@@ -98,5 +100,4 @@ def explainer(method: str | Explain, **kwargs) -> Explain:
             out = out[0]
         return attribution_maps(out, x, name="the explanation")
 
-    explain.method = method
     return explain

@@ -5,8 +5,6 @@ Attributions come from any method of this package or any tensor: (B, H, W), (B, 
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import torch
 
@@ -81,6 +79,10 @@ def generator_for(seed: int, generator: torch.Generator | None) -> torch.Generat
     if generator is not None:
         if not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+        if generator.device.type != "cpu":
+            raise ValueError(f"generator must be a CPU torch.Generator (draws are made on the CPU, then moved to "
+                             f"the input's device, so a seed gives the same numbers on any device), got one on "
+                             f"{generator.device}")
         return generator
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int, got {seed!r}")
@@ -99,9 +101,6 @@ def trapezoid_auc(curves: torch.Tensor, spacing: float = 1.0) -> torch.Tensor:
         return torch.zeros(curves.shape[:-1], dtype=curves.dtype, device=curves.device)
     return spacing * (curves.sum(-1) - 0.5 * (curves[..., 0] + curves[..., -1]))
 
-
-def as_sequence(values: object) -> Sequence:
-    return values if isinstance(values, (list, tuple)) else [values]
 
 
 def normalise_by_max(a: torch.Tensor) -> torch.Tensor:
@@ -123,3 +122,10 @@ def prepared(a: torch.Tensor, normalise: bool, absolute: bool) -> torch.Tensor:
     if normalise:
         a = normalise_by_max(a)
     return a.abs() if absolute else a
+
+
+def memory_format_of(x: torch.Tensor) -> torch.memory_format:
+    """channels_last for a channels-last (and not also contiguous) tensor, else contiguous_format:
+    the layout perturbed copies of x are written in, so the model sees the layout it was given."""
+    channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    return torch.channels_last if channels_last else torch.contiguous_format

@@ -12,9 +12,7 @@ from collections.abc import Callable
 import torch
 
 from .._validate import check_choice, check_model_and_batch
-from ..engine import Target, cached_cpu_memory
-from ..engine import batches as _chunks
-from ..engine import class_scores as _targets
+from ..engine import Target, batches, cached_cpu_memory, class_scores
 from ..engine.probe import Probe
 
 ACTIVATIONS = ("softmax", None)
@@ -41,12 +39,12 @@ class Scorer:
             check_choice("activation", activation, ("softmax", "None"))
         self.model, self.target = model, target
         self.softmax = activation == "softmax" and not callable(target)
-        self.dtype = _targets.score_dtype(x)
+        self.dtype = class_scores.score_dtype(x)
         with cached_cpu_memory(x.device):
-            self.x, self.item_bytes = _chunks.laid_out_batch(model, x)
+            self.x, self.item_bytes = batches.laid_out_batch(model, x)
             self.probe = Probe(model)
             out = self.probe(self.x)
-            self.classes, _ = _targets.resolve(out, target)
+            self.classes, _ = class_scores.resolve(out, target)
             self.clean = self.read(out, torch.arange(x.shape[0], device=x.device))
         self.batch_size = batch_size
 
@@ -56,7 +54,7 @@ class Scorer:
 
     def read(self, out, image_of: torch.Tensor) -> torch.Tensor:
         """(N,) scores of a model output for copies of images image_of (N,)."""
-        return _targets.scores(out, self.target, self.classes, image_of, softmax=self.softmax)
+        return class_scores.scores(out, self.target, self.classes, image_of, softmax=self.softmax)
 
     def score(self, total: int, copies: Callable[[int, int], tuple[torch.Tensor, torch.Tensor]], *,
               progress: bool = False, desc: str = "metric", step: int = 1) -> torch.Tensor:
@@ -74,19 +72,15 @@ class Scorer:
             (total,) scores in float64 for a float64 model and input, else float32.
         """
         scores = torch.empty(total, dtype=self.dtype, device=self.device)
-        size = _chunks.pick_batch_size(self.batch_size, total, self.device, self.item_bytes)
+        size = batches.pick_batch_size(self.batch_size, total, self.device, self.item_bytes)
         if step == 1:
-            size = _chunks.balanced_batch_size(size, total)
+            size = batches.balanced_batch_size(size, total)
 
         def work(start, stop):
             batch, image_of = copies(start, stop)
             scores[start:stop] = self.read(self.probe(batch), image_of)
 
         with cached_cpu_memory(self.device):
-            _chunks.run_batches(total, size, work, progress=progress, desc=desc, device=self.device, step=step)
+            batches.run_batches(total, size, work, progress=progress, desc=desc, device=self.device, step=step)
         return scores
 
-    def outputs(self, batch: torch.Tensor) -> torch.Tensor:
-        """The model's raw output on a batch (no gradients, forward rewrites)."""
-        with cached_cpu_memory(self.device):
-            return self.probe(batch)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from .. import _backend
 from ..engine import Target
 from ..ops import perturbation as ops
-from ._inputs import attribution_maps, pixel_maps, positive_int, require_target, trapezoid_auc
+from ._inputs import attribution_maps, memory_format_of, pixel_maps, positive_int, require_target, trapezoid_auc
 from ._scoring import Scorer
 
 QUANTUS_BASELINES = ("black", "white", "mean")
@@ -34,7 +34,7 @@ class CurveResult(NamedTuple):
     """Per-image scores and the curves they summarize.
 
     Attributes:
-        scores: (B,) one number per image (the metric's area under the curve).
+        scores: (B,) one number per image summarizing its curve (the area under it; ROAD: its mean).
         curves: (B, K) the model's score (or score drop) after each step.
     """
     scores: torch.Tensor
@@ -67,22 +67,19 @@ def baseline_fill(x: torch.Tensor, baseline: object, name: str = "baseline") -> 
                              f"got {baseline!r}")
         flat = x.reshape(x.shape[0], -1)
         value = {"black": lambda: flat.amin(1), "white": lambda: flat.amax(1), "mean": lambda: flat.mean(1)}[baseline]()
-        return value[:, None, None, None].expand_as(x).contiguous(memory_format=_layout(x))
+        return value[:, None, None, None].expand_as(x).contiguous(memory_format=memory_format_of(x))
     if isinstance(baseline, Real) and not isinstance(baseline, bool):
         return torch.full_like(x, float(baseline))
     if isinstance(baseline, torch.Tensor):
         try:
-            return baseline.to(dtype=x.dtype, device=x.device).expand_as(x).contiguous(memory_format=_layout(x))
+            filled = baseline.to(dtype=x.dtype, device=x.device).expand_as(x)
+            return filled.contiguous(memory_format=memory_format_of(x))
         except RuntimeError:
             raise ValueError(f"{name} of shape {tuple(baseline.shape)} does not broadcast to x {tuple(x.shape)}") \
                 from None
     raise TypeError(f"{name} must be a number, a tensor or one of {', '.join(QUANTUS_BASELINES)}, "
                     f"got {type(baseline).__name__}")
 
-
-def _layout(x: torch.Tensor) -> torch.memory_format:
-    return torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous() \
-        else torch.contiguous_format
 
 
 def rise_blur(x: torch.Tensor) -> torch.Tensor:
@@ -107,10 +104,9 @@ def rise_blur(x: torch.Tensor) -> torch.Tensor:
         j = (i + t.long()) % (2 * size)
         j = torch.where(j >= size, 2 * size - 1 - j, j)
         factor[i] = weights[j == size // 2].sum()
-    kernel = torch.outer(factor, factor).to(x.dtype if x.dtype == torch.float64 else torch.float32)
     channels = x.shape[1]
-    kernel = kernel.to(x.device).expand(channels, 1, size, size)
-    return F.conv2d(x, kernel.to(x.dtype), padding=size // 2, groups=channels)
+    kernel = torch.outer(factor, factor).to(device=x.device, dtype=x.dtype).expand(channels, 1, size, size)
+    return F.conv2d(x, kernel, padding=size // 2, groups=channels)
 
 
 def _curve(scorer: Scorer, keep: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], fill: torch.Tensor,
@@ -138,13 +134,13 @@ def _curve(scorer: Scorer, keep: Callable[[torch.Tensor, torch.Tensor], torch.Te
     return scores.reshape(n_points, batch).T.contiguous()
 
 
-def _substrate(x: torch.Tensor, substrate: object) -> torch.Tensor:
-    if isinstance(substrate, str) and substrate == "blur":
+def _substrate(x: torch.Tensor, baseline: object) -> torch.Tensor:
+    if isinstance(baseline, str) and baseline == "blur":
         return rise_blur(x)
-    return baseline_fill(x, substrate, name="substrate")
+    return baseline_fill(x, baseline)
 
 
-def _causal(mode: str, model, x, attributions, target, step, substrate, activation, batch_size, progress,
+def _causal(mode: str, model, x, attributions, target, step, baseline, activation, batch_size, progress,
             backend) -> CurveResult:
     require_target(target, mode)
     scorer = Scorer(model, x, target, activation=activation, batch_size=batch_size)
@@ -154,7 +150,7 @@ def _causal(mode: str, model, x, attributions, target, step, substrate, activati
     ranks = _descending_ranks(pixel_maps(attribution_maps(attributions, x)).reshape(x.shape[0], -1))
     ranks = ranks.reshape(-1, height, width)
     n_steps = math.ceil(height * width / step)
-    fill = _substrate(x, substrate)
+    fill = _substrate(x, baseline)
     if mode == "deletion":  # point k: the first k * step pixels of the order replaced by the substrate
         keep = lambda points, images: ranks.index_select(0, images) >= (points * step)[:, None, None]
     else:  # insertion: point k shows the first k * step pixels of x over the substrate
@@ -165,7 +161,7 @@ def _causal(mode: str, model, x, attributions, target, step, substrate, activati
 
 
 def deletion(model: torch.nn.Module, x: torch.Tensor, attributions: object, target: Target, *,
-             step: int | None = None, substrate: float | str | torch.Tensor = 0.0, activation: str | None = "softmax",
+             step: int | None = None, baseline: float | str | torch.Tensor = 0.0, activation: str | None = "softmax",
              batch_size: int | None = None, progress: bool = False, backend: str | None = None) -> CurveResult:
     """The deletion metric (Petsiuk et al. 2018, "RISE: Randomized Input Sampling for Explanation of
     Black-box Models"): remove pixels most important first, the score should fall fast.
@@ -181,7 +177,7 @@ def deletion(model: torch.nn.Module, x: torch.Tensor, attributions: object, targ
         attributions: (B, H, W), (B, 1, H, W) or (B, C, H, W) (channels summed per pixel).
         target: the explained class per image: an int, a LongTensor (B,) or a callable on the output.
         step: pixels removed per step (default: the image width, RISE's 224 at 224 px).
-        substrate: what removed pixels become: a number (RISE: 0), "black" / "white" / "mean" (each
+        baseline: the substrate removed pixels become: a number (RISE: 0), "black" / "white" / "mean" (each
             image's minimum / maximum / mean) or a tensor broadcastable to x.
         activation: "softmax" (RISE's probabilities) or None (raw outputs).
         batch_size: copies per forward (None: the largest that fits, as occlusion's).
@@ -192,12 +188,12 @@ def deletion(model: torch.nn.Module, x: torch.Tensor, attributions: object, targ
         CurveResult(scores (B,) area under the curve, curves (B, steps + 1)), float64 for a float64
         model and input, else float32.
     """
-    return _causal("deletion", model, x, attributions, target, step, substrate, activation, batch_size, progress,
+    return _causal("deletion", model, x, attributions, target, step, baseline, activation, batch_size, progress,
                    backend)
 
 
 def insertion(model: torch.nn.Module, x: torch.Tensor, attributions: object, target: Target, *,
-              step: int | None = None, substrate: float | str | torch.Tensor = "blur",
+              step: int | None = None, baseline: float | str | torch.Tensor = "blur",
               activation: str | None = "softmax", batch_size: int | None = None, progress: bool = False,
               backend: str | None = None) -> CurveResult:
     """The insertion metric (Petsiuk et al. 2018, RISE): reveal pixels most important first over a
@@ -213,7 +209,7 @@ def insertion(model: torch.nn.Module, x: torch.Tensor, attributions: object, tar
         attributions: (B, H, W), (B, 1, H, W) or (B, C, H, W) (channels summed per pixel).
         target: the explained class per image: an int, a LongTensor (B,) or a callable on the output.
         step: pixels inserted per step (default: the image width).
-        substrate: "blur" (RISE's blurred image, rise_blur), a number, "black" / "white" / "mean" or a
+        baseline: the substrate: "blur" (RISE's blurred image, rise_blur), a number, "black" / "white" / "mean" or a
             tensor broadcastable to x.
         activation: "softmax" (RISE's probabilities) or None (raw outputs).
         batch_size: copies per forward (None: the largest that fits).
@@ -223,7 +219,7 @@ def insertion(model: torch.nn.Module, x: torch.Tensor, attributions: object, tar
     Returns:
         CurveResult(scores (B,) area under the curve, curves (B, steps + 1)).
     """
-    return _causal("insertion", model, x, attributions, target, step, substrate, activation, batch_size, progress,
+    return _causal("insertion", model, x, attributions, target, step, baseline, activation, batch_size, progress,
                    backend)
 
 
@@ -234,7 +230,8 @@ def pixel_flipping(model: torch.nn.Module, x: torch.Tensor, attributions: object
     """Pixel flipping (Bach et al. 2015; Samek et al. 2017, "Evaluating the visualization of what a deep
     neural network has learned"), Quantus' PixelFlipping definition.
 
-    The attributions, broadcast to x's (C, H, W), rank its C * H * W features; step k (k = 1 ..
+    The attributions, broadcast to x's (C, H, W), rank its C * H * W features (ties: pixel by pixel
+    in memory order, a pixel's channels together); step k (k = 1 ..
     ceil(C H W / features_in_step)) replaces the first k * features_in_step of them by the baseline
     and scores the copy. With one attribution channel and features_in_step a multiple of C, whole
     pixels flip together. The score is the area under the curve by the trapezoidal rule with unit
@@ -269,9 +266,9 @@ def pixel_flipping(model: torch.nn.Module, x: torch.Tensor, attributions: object
         pixels = step // channels
         keep = lambda points, images: ranks.index_select(0, images) >= ((points + 1) * pixels)[:, None, None]
         pixel_masks = True
-    else:
-        ranks = _descending_ranks(a.expand(batch, channels, height, width).reshape(batch, -1))
-        ranks = ranks.reshape(batch, channels, height, width)
+    else:  # ranked in (H, W, C) order: tied pixels flip whole, as on the pixel path above
+        hwc = a.expand(batch, channels, height, width).permute(0, 2, 3, 1).reshape(batch, -1)
+        ranks = _descending_ranks(hwc).reshape(batch, height, width, channels).permute(0, 3, 1, 2)
         keep = lambda points, images: ranks.index_select(0, images) >= ((points + 1) * step)[:, None, None, None]
         pixel_masks = False
     curves = _curve(scorer, keep, fill, n_steps, pixel_masks=pixel_masks, backend=backend, progress=progress,

@@ -2,7 +2,7 @@
 
 infidelity(b) = E_I[(I . a_b - (f_b(x_b) - f_b(x_b - I)))^2]: how far the attributions' prediction
 of the score change under a perturbation I (its dot product with I) is from the real change,
-averaged over n perturbations. Captum's definition (captum.metrics.infidelity); normalize=True
+averaged over n perturbations. Captum's definition (captum.metrics.infidelity); normalise=True
 first scales the attributions by the optimal beta = E[(I . a) d] / E[(I . a)^2], d the score change
 (the paper's official code always does). Lower is better.
 
@@ -29,27 +29,27 @@ import torch
 from .._validate import check_model_and_batch
 from ..engine import Target
 from ._draws import DrawnSamples
-from ._inputs import attribution_maps, generator_for, positive_int, require_target
+from ._inputs import attribution_maps, generator_for, memory_format_of, positive_int, require_target
 from ._scoring import Scorer
 
 Perturb = Callable[[torch.Tensor, int, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
 
 
-def gaussian_perturbation(std: float = 0.2) -> Perturb:
-    """The paper's Gaussian perturbation: I ~ N(0, std^2) per input value, perturbed input x - I.
+def gaussian_perturbation(noise_std: float = 0.2) -> Perturb:
+    """The paper's Gaussian perturbation: I ~ N(0, noise_std^2) per input value, perturbed input x - I.
 
     Args:
-        std: the noise's standard deviation (in the model's input units).
+        noise_std: the noise's standard deviation (in the model's input units).
 
     Returns:
         perturb(x, k, generator) -> (I, x - I); the noise is drawn on the CPU generator in x's
         dtype and moved to x's device.
     """
-    if not std > 0:
-        raise ValueError(f"std must be > 0, got {std!r}")
+    if not noise_std > 0:
+        raise ValueError(f"noise_std must be > 0, got {noise_std!r}")
 
     def perturb(x: torch.Tensor, k: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).mul_(std).to(x.device)
+        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).mul_(noise_std).to(x.device)
         return noise, x - noise
 
     return perturb
@@ -105,12 +105,12 @@ def _checked(drawn: object, x: torch.Tensor, k: int) -> tuple[torch.Tensor, torc
 
 
 def infidelity(model: torch.nn.Module, x: torch.Tensor, attributions: object, target: Target, *,
-               n_samples: int = 10, noise_std: float = 0.2, perturb: Perturb | None = None, normalize: bool = False,
+               n_samples: int = 10, noise_std: float = 0.2, perturb: Perturb | None = None, normalise: bool = False,
                activation: str | None = None, seed: int = 0, generator: torch.Generator | None = None,
                batch_size: int | None = None, progress: bool = False) -> torch.Tensor:
     """Infidelity (Yeh et al. 2019): E_I[(I . a - (f(x) - f(x - I)))^2] over n perturbations I per image.
 
-    Captum's infidelity (same perturbations, normalize as Captum's); the default perturbation is
+    Captum's infidelity (same perturbations; normalise is Captum's normalize); the default perturbation is
     the paper's Gaussian one. Attributions with one channel weigh all input channels of a pixel
     alike (I . a sums a * I over channels and pixels). Lower is better.
 
@@ -123,7 +123,7 @@ def infidelity(model: torch.nn.Module, x: torch.Tensor, attributions: object, ta
         noise_std: the std of the default Gaussian perturbation (ignored with `perturb`).
         perturb: perturb(x, k, generator) -> (I, perturbed input), both shaped like x: sample k
             for all images (see `gaussian_perturbation`, `cumulative_patch_perturbation`).
-        normalize: scale the attributions by the optimal beta = E[(I . a) d] / E[(I . a)^2] first
+        normalise: scale the attributions by the optimal beta = E[(I . a) d] / E[(I . a)^2] first
             (Captum's normalize; beta = 0 when every I . a is 0).
         activation: None (raw outputs, Captum's and Quantus' default) or "softmax".
         seed: seed of the perturbations (used when generator is None).
@@ -149,7 +149,7 @@ def infidelity(model: torch.nn.Module, x: torch.Tensor, attributions: object, ta
     gen = generator_for(seed, generator)
     drawn = DrawnSamples(lambda k: _checked(perturb(x, k, gen), x, k))
     predicted_change = torch.empty(n_samples, batch, dtype=scorer.dtype, device=device)  # I . a
-    channels_last = scorer.x.is_contiguous(memory_format=torch.channels_last) and not scorer.x.is_contiguous()
+    layout = memory_format_of(scorer.x)
 
     def copies(start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
         k0, k1 = start // batch, stop // batch
@@ -157,14 +157,13 @@ def infidelity(model: torch.nn.Module, x: torch.Tensor, attributions: object, ta
         perturbation = torch.stack([s[0] for s in samples]).to(scorer.dtype)
         predicted_change[k0:k1] = (perturbation * a).flatten(2).sum(-1)
         perturbed = torch.cat([s[1] for s in samples])
-        if channels_last:
-            perturbed = perturbed.contiguous(memory_format=torch.channels_last)
+        perturbed = perturbed.contiguous(memory_format=layout)
         return perturbed, torch.arange(batch, device=device).repeat(k1 - k0)
 
     scores = scorer.score(n_samples * batch, copies, progress=progress, desc="infidelity", step=batch)
     change = (scorer.clean[None] - scores.reshape(n_samples, batch)).T  # (B, n)
     estimate = predicted_change.T
-    if normalize:
+    if normalise:
         fit = (estimate * change).sum(1)
         energy = estimate.square().sum(1)
         beta = torch.where(energy == 0, torch.zeros_like(fit), fit / torch.where(energy == 0, 1, energy))

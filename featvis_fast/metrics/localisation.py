@@ -1,7 +1,7 @@
 """Localisation metrics: does an explanation point at the object? (no model runs)
 
 Each metric compares one attribution map per image with the object's region, given as masks or
-boxes (featvis_fast.metrics._regions: boxes are (x0, y0, x1, y1) pixels, x1 and y1 exclusive; several
+boxes (featvis_fast.metrics.regions: boxes are (x0, y0, x1, y1) pixels, x1 and y1 exclusive; several
 boxes of an image mean their union). Multi-channel attributions (B, C, H, W) are summed over channels
 first (one value per pixel). Every metric returns a (B,) tensor on the attributions' device (float64
 for float64 attributions, else float32), NaN for an image whose region is empty.
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from .._validate import check_choice
 from ._inputs import attribution_maps, pixel_maps
-from ._regions import region_masks
+from .regions import region_masks
 
 TIES = ("first", "any")
 
@@ -42,7 +42,7 @@ def pointing_game(attributions: object, boxes_or_masks: object, tolerance: int =
     Args:
         attributions: (B, H, W), (B, 1, H, W) or (B, C, H, W) maps, or a list of B maps.
         boxes_or_masks: the object of each image: masks (B, H, W) / (B, 1, H, W), boxes (B, 4) or a
-            list of per-image masks, boxes or lists of boxes (featvis_fast.metrics._regions).
+            list of per-image masks, boxes or lists of boxes (featvis_fast.metrics.regions).
         tolerance: the acceptance radius in pixels (TorchRay's default 15).
         ties: "first" or "any" (above).
         weighted: scale a hit by 1 - object area / image area (Quantus' `weighted` option as its

@@ -39,8 +39,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .._validate import check_choice, check_model_and_batch
-from ..engine import Target
-from ..engine import batches as _chunks
+from ..engine import Target, batches
 from ..engine.class_scores import score_dtype
 from ._explain import Explain, explain_item_bytes, explainer
 from ._inputs import attribution_maps, generator_for, positive_int, prepared, require_target
@@ -88,7 +87,7 @@ def _explain_batches(explain: Explain, model: torch.nn.Module, x: torch.Tensor, 
     def work(start: int, stop: int) -> None:
         parts.append(explain(model, x[start:stop], _target_slice(target, batch, start, stop)))
 
-    _chunks.run_batches(batch, size, work, progress=False, desc="explain", device=x.device)
+    batches.run_batches(batch, size, work, progress=False, desc="explain", device=x.device)
     maps = torch.cat(parts) if len(parts) > 1 else parts[0]
     if attributions is not None and maps.shape[1] != attributions.shape[1]:
         raise ValueError(f"the explanations have {maps.shape[1]} channels, the attributions {attributions.shape[1]}: "
@@ -232,7 +231,7 @@ def mprt(model: torch.nn.Module, x: torch.Tensor, attributions: object, target: 
     x = x.detach()
     dtype = score_dtype(x)
     a = None if attributions is None else attribution_maps(attributions, x)
-    size = _chunks.pick_batch_size(batch_size, x.shape[0], x.device,
+    size = batches.pick_batch_size(batch_size, x.shape[0], x.device,
                                    explain_item_bytes(model, x) if batch_size is None else 1)
 
     explained = _explain_batches(explain_fn, model, x, target, size, a)
@@ -349,7 +348,7 @@ def random_logit(model: torch.nn.Module, x: torch.Tensor, attributions: object, 
             raise ValueError(f"other_class {other.tolist()} must be classes in [0, {num_classes}) other than the "
                              f"targets {classes.tolist()}")
     a = None if attributions is None else attribution_maps(attributions, x)
-    size = _chunks.pick_batch_size(batch_size, batch, device, explain_item_bytes(model, x) if batch_size is None else 1)
+    size = batches.pick_batch_size(batch_size, batch, device, explain_item_bytes(model, x) if batch_size is None else 1)
     if a is None:
         a = _explain_batches(explain_fn, model, x, classes, size, None)
     others = _explain_batches(explain_fn, model, x, other, size, a)

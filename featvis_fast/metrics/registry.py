@@ -69,7 +69,7 @@ REGISTRY: dict[str, MetricSpec] = {spec.name: spec for spec in (
     MetricSpec("region_perturbation", region_perturbation, "model", True,
                {"patch_size": 16, "regions": 50}, curve_label="regions perturbed"),
     MetricSpec("road", road, "model", False, curve_label="percent of pixels imputed (MoRF)"),
-    MetricSpec("faithfulness_correlation", faithfulness_correlation, "model", True, {"nr_runs": 50}),
+    MetricSpec("faithfulness_correlation", faithfulness_correlation, "model", True, {"n_samples": 50}),
     MetricSpec("infidelity", infidelity, "model", False, {"n_samples": 10}),
     MetricSpec("max_sensitivity", max_sensitivity, "explain", False, {"n_samples": 10}),
     MetricSpec("avg_sensitivity", avg_sensitivity, "explain", False, {"n_samples": 10}),
@@ -78,7 +78,7 @@ REGISTRY: dict[str, MetricSpec] = {spec.name: spec for spec in (
     MetricSpec("energy_pointing_game", energy_pointing_game, "regions", True),
     MetricSpec("attribution_localisation", attribution_localisation, "regions", True),
     MetricSpec("top_k_intersection", top_k_intersection, "regions", True),
-    MetricSpec("mprt", mprt, "explain", False),
+    MetricSpec("mprt", mprt, "explain", False, {"skip_layers": True}),  # the fully randomised model only
     MetricSpec("random_logit", random_logit, "explain", False),
     MetricSpec("sparseness", sparseness, "attributions", True),
     MetricSpec("complexity", complexity, "attributions", False),

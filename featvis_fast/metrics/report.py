@@ -19,7 +19,7 @@ import torch
 
 from ..jobs import atomic_write, write_json
 from .registry import REGISTRY
-from .runner import Cell
+from .runner import Cell, json_safe
 
 PALETTE = ("#d8572a", "#3a6ea5", "#5b8e3d", "#8e4fa3", "#c9a227", "#2a9d8f", "#b5446e", "#6b6b6b")
 
@@ -156,12 +156,12 @@ def write_report(cells: Sequence[Cell], out: str | Path, title: str = "featvis e
     out = Path(out)
     summaries = summarize(cells)
     by = {(s.method, s.metric): s for s in summaries}
-    write_json(out / "results.json", {"summary": [vars(s) for s in summaries], "cells": [
+    write_json(out / "results.json", json_safe({"summary": [vars(s) for s in summaries], "cells": [
         {"method": c.method, "metric": c.metric, "images": c.names, "scores": c.scores.tolist(),
          "mean_curve": None if c.curves is None else c.curves.mean(0).tolist(),
          "higher_is_better": REGISTRY[c.metric].higher_is_better, **{k: getattr(by[(c.method, c.metric)], k)
                                                                       for k in ("mean", "ci_low", "ci_high", "rank")}}
-        for c in cells]})
+        for c in cells]}))
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["method", "metric", "n", "mean", "ci_low", "ci_high", "rank", "higher_is_better"])

@@ -3,7 +3,7 @@ Evaluation Strategy for Attribution Methods", ICML), batched over images and per
 
 For each removal percentage p, the int(H * W * p / 100) pixels with the highest attributions (MoRF;
 the lowest for LeRF) of an image are removed and imputed from their neighbours by noisy linear
-imputation (`_imputation.linear_imputation` plus Gaussian noise of standard deviation `noise` on the
+imputation (`_imputation.linear_imputation` plus Gaussian noise of standard deviation `noise_std` on the
 imputed values), and the model scores the imputed copy. All P x B copies are imputed and scored in
 batches sized to memory.
 """
@@ -19,18 +19,13 @@ from .._validate import check_choice
 from ..engine import Target
 from ._draws import DrawnSamples
 from ._imputation import linear_imputation
-from ._inputs import attribution_maps, generator_for, pixel_maps, require_target
+from ._inputs import attribution_maps, generator_for, memory_format_of, pixel_maps, require_target
 from ._scoring import Scorer
 from .faithfulness import CurveResult
 
 ORDERS = ("morf", "lerf")
 DEFAULT_PERCENTAGES = tuple(range(10, 100, 10))
 
-
-def _memory_format(x: torch.Tensor) -> torch.memory_format:
-    """The layout the Scorer gave x (channels-last where the model runs faster so): the copies follow it."""
-    cl = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-    return torch.channels_last if cl else torch.contiguous_format
 
 
 def imputation_noise(shape: tuple[int, ...], dtype: torch.dtype, generator: torch.Generator) -> torch.Tensor:
@@ -72,7 +67,7 @@ class _Correct(Scorer):
 
 
 def road(model: torch.nn.Module, x: torch.Tensor, attributions: object, target: Target, *,
-         percentages: Sequence[float] = DEFAULT_PERCENTAGES, order: str = "morf", noise: float = 0.01,
+         percentages: Sequence[float] = DEFAULT_PERCENTAGES, order: str = "morf", noise_std: float = 0.01,
          activation: str | None = "softmax", accuracy: bool = False, seed: int = 0,
          generator: torch.Generator | None = None, batch_size: int | None = None,
          progress: bool = False) -> CurveResult:
@@ -81,7 +76,7 @@ def road(model: torch.nn.Module, x: torch.Tensor, attributions: object, target: 
     Pixels are ranked by their attribution summed over channels. For percentage p the first
     k = int(H * W * p / 100) pixels in that order lose all their channels, which are then imputed by
     the neighbour-weighted linear system (1/6 direct, 1/12 diagonal neighbours) plus
-    noise * N(0, 1) per imputed value. Ties rank in pixel order (Quantus' unstable NumPy argsort
+    noise_std * N(0, 1) per imputed value. Ties rank in pixel order (Quantus' unstable NumPy argsort
     orders them arbitrarily).
 
     Relation to the references: with accuracy=True, `curves[:, j]` is Quantus 0.6 `ROAD`'s per-image
@@ -101,7 +96,7 @@ def road(model: torch.nn.Module, x: torch.Tensor, attributions: object, target: 
         percentages: removal percentages in [0, 100) (the paper's and grad-cam's 10, 20, ..., 90;
             Quantus' default is 1, 3, ..., 99).
         order: "morf" (most relevant first, the paper's main curve) or "lerf" (least relevant first).
-        noise: the standard deviation of the Gaussian noise added to imputed values (the paper's,
+        noise_std: the standard deviation of the Gaussian noise added to imputed values (the paper's,
             Quantus' and grad-cam's 0.01, in x's units); 0 for plain linear imputation.
         activation: "softmax" (the target's probability) or None (the raw output).
         accuracy: score 1.0 where the copy's argmax is the target, else 0.0 (Quantus' ROAD).
@@ -117,8 +112,8 @@ def road(model: torch.nn.Module, x: torch.Tensor, attributions: object, target: 
     """
     require_target(target, "road")
     check_choice("order", order, ORDERS)
-    if isinstance(noise, bool) or not isinstance(noise, Real) or not noise >= 0:
-        raise ValueError(f"noise must be a number >= 0, got {noise!r}")
+    if isinstance(noise_std, bool) or not isinstance(noise_std, Real) or not noise_std >= 0:
+        raise ValueError(f"noise_std must be a number >= 0, got {noise_std!r}")
     if accuracy and callable(target) and not isinstance(target, torch.Tensor):
         raise ValueError("road(accuracy=True) compares the predicted class with the target: pass an int class "
                          "or a LongTensor (B,) of classes, not a callable")
@@ -131,8 +126,9 @@ def road(model: torch.nn.Module, x: torch.Tensor, attributions: object, target: 
     ranks = removal_ranks(pixel_maps(a), order)
     limits = torch.tensor(counts, device=x.device)
     # one noise field per percentage, drawn in percentage order whatever the batches
-    fields = DrawnSamples(lambda j: imputation_noise(x.shape, images.dtype, gen).to(x.device)) if noise > 0 else None
-    model_layout = _memory_format(scorer.x)
+    fields = None if noise_std == 0 else DrawnSamples(
+        lambda j: imputation_noise(x.shape, images.dtype, gen).to(x.device))
+    model_layout = memory_format_of(scorer.x)
 
     def copies(start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
         index = torch.arange(start, stop, device=x.device)  # copy i: percentage i // B of image i % B
@@ -142,7 +138,7 @@ def road(model: torch.nn.Module, x: torch.Tensor, attributions: object, target: 
         if fields is not None:
             first = start // batch
             draws = torch.stack(fields.take(first, (stop - 1) // batch + 1))[percentage - first, image]
-            imputed = torch.where(removed[:, None], imputed + noise * draws, imputed)
+            imputed = torch.where(removed[:, None], imputed + noise_std * draws, imputed)
         return imputed.contiguous(memory_format=model_layout), image
 
     scored = scorer.score(len(counts) * batch, copies, progress=progress, desc="ROAD")

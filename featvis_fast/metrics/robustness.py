@@ -66,8 +66,6 @@ def gaussian_noise(shape: torch.Size, std: float, generator: torch.Generator, dt
     return torch.randn(shape, generator=generator, dtype=dtype).mul_(std)
 
 
-
-
 def _copy_targets(target: Target, batch: int, device: torch.device) -> Callable[[torch.Tensor], Target]:
     """image_of (N,) -> the target of N copies: per-image classes indexed, anything else (an int, a
     callable, a unit) passed as is."""

@@ -13,8 +13,10 @@ Every metric sees the same seed for every method, so methods are compared on the
 """
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,7 @@ from ._explain import METHODS, explainer
 from .registry import REGISTRY, per_image
 
 SETTINGS_FILE = "evaluate.json"
+BATCH_SEED_STRIDE = 1_000_003  # batch k of an evaluation with seed s draws from seed s * stride + k
 
 
 @dataclass
@@ -54,6 +57,41 @@ def _check_names(kind: str, names: Sequence[str], known: Sequence[str]) -> list[
 def _settings_of(spec, x: torch.Tensor, overrides: dict) -> dict:
     settings = {**spec.settings, **overrides.get(spec.name, {})}
     return {k: (v(x) if callable(v) else v) for k, v in settings.items()}
+
+
+def _digest(t: torch.Tensor) -> str:
+    """A short content hash of a tensor (what the settings record for images, regions and tensor settings)."""
+    data = t.detach().cpu().contiguous()
+    return f"sha256:{hashlib.sha256(data.numpy().tobytes()).hexdigest()[:20]} {list(data.shape)} {data.dtype}"
+
+
+def _jsonable(value: object) -> object:
+    """Settings as JSON values that compare equal across runs: tensors by content hash, callables by
+    their qualified name (never an address), non-finite floats as strings."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return _digest(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if callable(value):
+        return f"{getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', type(value).__qualname__)}"
+    return repr(value)
+
+
+def json_safe(value: object) -> object:
+    """Nested dicts / lists with NaN and infinite floats as None: strict JSON (jq, browsers) has no NaN."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _cell_path(out: Path, method: str, metric: str, batch: int) -> Path:
@@ -109,17 +147,31 @@ def evaluate(model: torch.nn.Module, images: Sequence[tuple[str, torch.Tensor]],
     if regions is not None and regions.shape != (xs.shape[0],) + tuple(xs.shape[2:]):
         raise ValueError(f"regions must be ({xs.shape[0]}, {xs.shape[2]}, {xs.shape[3]}) masks, "
                          f"got {tuple(regions.shape)}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    for metric, overrides in metric_settings.items():
+        if "order" in overrides:  # the ranking direction and the curve's meaning assume the default order
+            raise ValueError(f"{metric}: evaluate ranks with the metric's default order; call "
+                             f"featvis_fast.metrics.{metric}(..., order=...) directly for another")
+    explain = {m: explainer(m, **method_kwargs.get(m, {})) for m in methods}  # bad method arguments fail here
+    from .. import __version__  # defined once the package has imported (it imports this module first)
     out = Path(out)
-    settings = {"images": names, "methods": methods, "metrics": metrics, "target": target,
-                "batch_size": batch_size, "seed": seed, "shape": list(xs.shape[1:]), "dtype": str(xs.dtype),
-                "method_kwargs": method_kwargs, "metric_settings": metric_settings,
-                "regions": regions is not None, **(record or {})}
-    settings = json.loads(json.dumps(settings, default=repr))
-    if not known_settings(out, settings, SETTINGS_FILE):
+    settings = _jsonable({
+        "images": dict(zip(names, (_digest(x) for _, x in images))), "methods": methods, "metrics": metrics,
+        "target": target, "batch_size": batch_size, "seed": seed, "dtype": str(xs.dtype),
+        "method_kwargs": method_kwargs,
+        "metric_settings": {m: _settings_of(REGISTRY[m], xs, metric_settings) for m in metrics},
+        "regions": None if regions is None else _digest(regions), "featvis_fast": __version__, **(record or {})})
+    try:
+        known = known_settings(out, settings, SETTINGS_FILE)
+    except ValueError:
+        if any((out / "cells").rglob("*.json")):
+            raise
+        known = False  # nothing finished under the old settings: they may be replaced
+    if not known:
         write_json(out / SETTINGS_FILE, settings)
     device = next(model.parameters()).device
     batches = [range(k, min(k + batch_size, len(names))) for k in range(0, len(names), batch_size)]
-    explain = {m: explainer(m, **method_kwargs.get(m, {})) for m in methods}
     bar = tqdm(total=len(batches) * len(methods) * len(metrics), desc="evaluate", unit="cell", disable=not progress)
     try:
         for k, rows in enumerate(batches):
@@ -134,7 +186,7 @@ def evaluate(model: torch.nn.Module, images: Sequence[tuple[str, torch.Tensor]],
                 a = _attributions(out, method, k, explain[method], model, x, y)
                 for metric in todo:
                     _run_cell(out, method, metric, k, model, x, a, y, regions, rows, method_kwargs, metric_settings,
-                              seed, names)
+                              seed * BATCH_SEED_STRIDE + k, names)
                     bar.update(1)
     finally:
         bar.close()
@@ -157,8 +209,14 @@ def _run_cell(out, method, metric, k, model, x, a, y, regions, rows, method_kwar
         result = spec.fn(a, regions[rows.start:rows.stop].to(a.device), **settings)
     scores, curves = per_image(result)
     write_json(_cell_path(out, method, metric, k), {
-        "images": names[rows.start:rows.stop], "scores": scores.double().cpu().tolist(),
-        "curves": None if curves is None else curves.double().cpu().tolist()})
+        "images": names[rows.start:rows.stop], "scores": json_safe(scores.double().cpu().tolist()),
+        "curves": None if curves is None else json_safe(curves.double().cpu().tolist())})
+
+
+def _tensor(values: list) -> torch.Tensor:
+    """float64 tensor of nested lists whose None stands for NaN."""
+    nested = lambda v: [nested(e) for e in v] if isinstance(v, list) else (math.nan if v is None else v)
+    return torch.tensor(nested(values), dtype=torch.float64)
 
 
 def collect(out: str | Path, methods: Sequence[str], metrics: Sequence[str], n_batches: int) -> list[Cell]:
@@ -174,7 +232,6 @@ def collect(out: str | Path, methods: Sequence[str], metrics: Sequence[str], n_b
                 parts.append(json.loads(path.read_text()))
             curves = [p["curves"] for p in parts]
             cells.append(Cell(method, metric, [n for p in parts for n in p["images"]],
-                              torch.tensor([s for p in parts for s in p["scores"]], dtype=torch.float64),
-                              None if any(c is None for c in curves)
-                              else torch.tensor([row for c in curves for row in c], dtype=torch.float64)))
+                              _tensor([s for p in parts for s in p["scores"]]),
+                              None if any(c is None for c in curves) else _tensor([row for c in curves for row in c])))
     return cells

@@ -28,8 +28,7 @@ from tqdm.auto import tqdm
 from .. import _backend
 from .. import _extremal_reference as ref
 from .._validate import check_model_and_batch
-from ..engine import Target, is_layout_error, output_gradient, prefers_channels_last
-from ..engine import class_scores as _targets
+from ..engine import Target, class_scores, is_layout_error, output_gradient, prefers_channels_last
 from ..ops import extremal as ops
 
 VARIANTS = ("preserve", "delete", "dual")
@@ -186,7 +185,7 @@ def extremal_perturbation(model: torch.nn.Module, x: torch.Tensor, target: Targe
     x = x.detach()
     batch, _, height, width = x.shape
     with torch.no_grad():
-        classes, _ = _targets.resolve(model(x), target)
+        classes, _ = class_scores.resolve(model(x), target)
     n_areas = len(area_list)
     rows = batch * n_areas
     src = torch.arange(rows, device=x.device, dtype=torch.int32) // n_areas

@@ -23,9 +23,7 @@ import torch
 
 from .. import _backend
 from .._validate import check_model_and_batch
-from ..engine import Target, cached_cpu_memory, find_module, rewritten_forward
-from ..engine import batches as _chunks
-from ..engine import class_scores as _targets
+from ..engine import Target, batches, cached_cpu_memory, class_scores, find_module, rewritten_forward
 from ..engine.probe import Probe
 from ..ops import perturbation as ops
 from . import _windows
@@ -83,7 +81,7 @@ def _filters(acts: torch.Tensor, measure_filter, layer: str) -> torch.Tensor:
     """(B,) filter per image: the given one, or the one with the largest activation norm."""
     channels = acts.shape[1]
     if measure_filter is None:
-        return acts.to(_targets.score_dtype(acts)).pow(2).sum(dim=(2, 3)).argmax(dim=1)
+        return acts.to(class_scores.score_dtype(acts)).pow(2).sum(dim=(2, 3)).argmax(dim=1)
     if not 0 <= measure_filter < channels:
         raise ValueError(f"filter {measure_filter} is out of range for layer {layer!r} with {channels} filters")
     return torch.full((acts.shape[0],), measure_filter, dtype=torch.long, device=acts.device)
@@ -159,7 +157,7 @@ def occlusion(model: torch.nn.Module, x: torch.Tensor, target: Target = None, wi
         if name is not None:
             find_module(model, name)
     with cached_cpu_memory(x.device):
-        x, item_bytes = _chunks.laid_out_batch(model, x)
+        x, item_bytes = batches.laid_out_batch(model, x)
         ref_out, acts, order = _reference_pass(model, x, (layer, measure_layer))
         missing = [n for n in (layer, measure_layer) if n is not None and n not in acts]
         if missing:
@@ -173,7 +171,7 @@ def occlusion(model: torch.nn.Module, x: torch.Tensor, target: Target = None, wi
         specs = _windows.parse_specs(window, stride, height, width)
         site_fill = make_fill(site, fill, blur_sigma=blur_sigma, generator=generator)
         if measure_layer is None:
-            classes, ref_values = _targets.resolve(ref_out, target)
+            classes, ref_values = class_scores.resolve(ref_out, target)
             filters = None
         else:
             classes, ref_values = None, acts[measure_layer]
@@ -185,21 +183,21 @@ def occlusion(model: torch.nn.Module, x: torch.Tensor, target: Target = None, wi
             src, occ_boxes, acc_boxes = _items(_windows.boxes_for(spec, height, width, positions), batch, channels,
                                                per_channel)
             src, occ_boxes, acc_boxes = src.to(x.device), occ_boxes.to(x.device), acc_boxes.to(x.device)
-            values = torch.empty(src.numel(), dtype=_targets.score_dtype(site), device=x.device)
+            values = torch.empty(src.numel(), dtype=class_scores.score_dtype(site), device=x.device)
 
             def work(start, stop):
                 s = src[start:stop]
                 out = probe(ops.occlude(site, site_fill, s, occ_boxes[start:stop], chosen))
                 if measure_layer is None:
-                    values[start:stop] = ref_values[s.long()] - _targets.scores(out, target, classes, s)
+                    values[start:stop] = ref_values[s.long()] - class_scores.scores(out, target, classes, s)
                 else:
                     f = filters[s.long()]
                     rows = torch.arange(len(s), device=out.device)
                     diff = ref_values[s.long(), f].to(values.dtype) - out[rows, f].to(values.dtype)
                     values[start:stop] = diff.pow(2).sum(dim=(1, 2)).sqrt()
 
-            size = _chunks.pick_batch_size(batch_size, src.numel(), x.device, item_bytes)
-            _chunks.run_batches(src.numel(), size, work, progress=progress, desc="occlusion", device=x.device)
+            size = batches.pick_batch_size(batch_size, src.numel(), x.device, item_bytes)
+            batches.run_batches(src.numel(), size, work, progress=progress, desc="occlusion", device=x.device)
             planes = channels if per_channel else 1
             sums, counts = ops.box_accumulate(values, src, acc_boxes, batch, planes, height, width, chosen)
             maps.append(torch.where(counts > 0, sums / counts.clamp_min(1), 0.0) if measure_layer is None else sums)

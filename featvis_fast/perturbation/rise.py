@@ -17,9 +17,7 @@ import torch
 
 from .. import _backend
 from .._validate import check_model_and_batch
-from ..engine import Target, cached_cpu_memory
-from ..engine import batches as _chunks
-from ..engine import class_scores as _targets
+from ..engine import Target, batches, cached_cpu_memory, class_scores
 from ..engine.probe import Probe
 from ..ops import perturbation as ops
 from ._fills import make_fill
@@ -86,24 +84,24 @@ def rise(model: torch.nn.Module, x: torch.Tensor, target: Target = None, n_masks
         raise ValueError(f"grid {g} is finer than the image ({height}, {width})")
     cells, shifts = random_masks(n_masks, g, float(p), height, width, gen)
     # float64 images get float64 masks (the bilinear upsampling in their precision)
-    cells, shifts = cells.to(x.device, _targets.score_dtype(x)), shifts.to(x.device)
+    cells, shifts = cells.to(x.device, class_scores.score_dtype(x)), shifts.to(x.device)
     softmax = activation == "softmax" and not callable(target)
     with cached_cpu_memory(x.device):
-        x, item_bytes = _chunks.laid_out_batch(model, x)
+        x, item_bytes = batches.laid_out_batch(model, x)
         probe = Probe(model)
-        classes, _ = _targets.resolve(probe(x), target)
+        classes, _ = class_scores.resolve(probe(x), target)
         x_fill = make_fill(x, fill, generator=gen)
-        saliency = torch.zeros(batch, height * width, dtype=_targets.score_dtype(x), device=x.device)
-        size = _chunks.pick_batch_size(batch_size, n_masks * batch, x.device, item_bytes)
+        saliency = torch.zeros(batch, height * width, dtype=class_scores.score_dtype(x), device=x.device)
+        size = batches.pick_batch_size(batch_size, n_masks * batch, x.device, item_bytes)
 
         def work(start, stop):  # items are mask-major: item i * B + b is mask i on image b
             m0, m1 = start // batch, stop // batch
             masks = ops.rise_masks(cells[m0:m1], shifts[m0:m1], height, width, chosen)
             src = torch.arange(batch, dtype=torch.int32, device=x.device).repeat(m1 - m0)
             out = probe(ops.apply_masks(x, x_fill, masks.repeat_interleave(batch, dim=0), src, chosen))
-            weights = _targets.scores(out, target, classes, src, softmax=softmax).reshape(m1 - m0, batch)
+            weights = class_scores.scores(out, target, classes, src, softmax=softmax).reshape(m1 - m0, batch)
             saliency.add_(weights.T.to(saliency.dtype) @ masks.reshape(m1 - m0, -1).to(saliency.dtype))
 
-        _chunks.run_batches(n_masks * batch, size, work, progress=progress, desc="RISE", device=x.device,
+        batches.run_batches(n_masks * batch, size, work, progress=progress, desc="RISE", device=x.device,
                             step=batch)
     return (saliency / (n_masks * float(p))).reshape(batch, height, width)

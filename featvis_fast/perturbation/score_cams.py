@@ -21,9 +21,7 @@ import torch.nn.functional as F
 from .. import _backend
 from .._maps import upsample_maps
 from .._validate import check_model_and_batch
-from ..engine import Target, cached_cpu_memory, find_module, rewritten_forward
-from ..engine import batches as _chunks
-from ..engine import class_scores as _targets
+from ..engine import Target, batches, cached_cpu_memory, class_scores, find_module, rewritten_forward
 from ..engine.probe import Probe
 from ..ops import perturbation as ops
 
@@ -99,12 +97,12 @@ def scorecam(model: torch.nn.Module, x: torch.Tensor, target: Target = None, lay
     """
     chosen = _setup(model, x, target, layer, backend, "scorecam")
     with cached_cpu_memory(x.device):
-        x, item_bytes = _chunks.laid_out_batch(model, x)
+        x, item_bytes = batches.laid_out_batch(model, x)
         ref_out, acts = _clean_pass(model, x, layer)
-        classes, _ = _targets.resolve(ref_out, target)
+        classes, _ = class_scores.resolve(ref_out, target)
         batch, channels = acts.shape[:2]
         height, width = x.shape[-2:]
-        dtype = _targets.score_dtype(x)
+        dtype = class_scores.score_dtype(x)
         flat = acts.to(dtype).reshape(batch * channels, 1, *acts.shape[2:])
         fill = torch.zeros_like(x)
         probe = Probe(model)
@@ -117,10 +115,10 @@ def scorecam(model: torch.nn.Module, x: torch.Tensor, target: Target = None, lay
             masks = (up - lo) / (hi - lo + 1e-8)
             src = torch.div(torch.arange(start, stop, device=x.device), channels, rounding_mode="floor").int()
             out = probe(ops.apply_masks(x, fill, masks, src, chosen))
-            scores[start:stop] = _targets.scores(out, target, classes, src)
+            scores[start:stop] = class_scores.scores(out, target, classes, src)
 
-        size = _chunks.pick_batch_size(batch_size, batch * channels, x.device, item_bytes)
-        _chunks.run_batches(batch * channels, size, work, progress=progress, desc="Score-CAM", device=x.device)
+        size = batches.pick_batch_size(batch_size, batch * channels, x.device, item_bytes)
+        batches.run_batches(batch * channels, size, work, progress=progress, desc="Score-CAM", device=x.device)
         weights = torch.softmax(scores.view(batch, channels), dim=1)
         return _finish(weights, acts, relu, upsample, (height, width))
 
@@ -157,9 +155,9 @@ def ablationcam(model: torch.nn.Module, x: torch.Tensor, target: Target = None, 
     """
     _setup(model, x, target, layer, backend, "ablationcam")
     with cached_cpu_memory(x.device):
-        x, item_bytes = _chunks.laid_out_batch(model, x)
+        x, item_bytes = batches.laid_out_batch(model, x)
         ref_out, acts = _clean_pass(model, x, layer)
-        classes, ref_scores = _targets.resolve(ref_out, target)
+        classes, ref_scores = class_scores.resolve(ref_out, target)
         batch, channels = acts.shape[:2]
         # item b * (K + 1) + k: image b's layer output with channel k zeroed, and for k = K unablated: S
         # runs through the same suffix, in the same batches, as the S_k, so that the rounding they
@@ -172,11 +170,12 @@ def ablationcam(model: torch.nn.Module, x: torch.Tensor, target: Target = None, 
         def suffix_scores(outputs, src):  # the target's scores with `outputs` in place of the layer's
             if one_image_stem[0]:
                 try:
-                    return _targets.scores(Probe(model, inject_layer=layer, stem=x[:1])(outputs), target, classes,
+                    return class_scores.scores(Probe(model, inject_layer=layer, stem=x[:1])(outputs), target, classes,
                                            src.int())
                 except RuntimeError:  # e.g. EfficientNet's x.view(input_batch, -1) after the layer
                     one_image_stem[0] = False
-            return _targets.scores(Probe(model, inject_layer=layer, stem=x[src])(outputs), target, classes, src.int())
+            out = Probe(model, inject_layer=layer, stem=x[src])(outputs)
+            return class_scores.scores(out, target, classes, src.int())
 
         def work(start, stop):
             items = torch.arange(start, stop, device=x.device)
@@ -190,10 +189,10 @@ def ablationcam(model: torch.nn.Module, x: torch.Tensor, target: Target = None, 
         # an item is the part after the layer: batches as large in memory as CPU_CAP whole passes
         # (each batch also reruns the part before the layer on one image)
         one_pass = lambda: rewritten_forward(model, lambda: model(x[:1]))
-        after = 3 * max(1, _chunks.largest_activation_bytes(model, one_pass, after=find_module(model, layer)))
-        cpu_cap = max(_chunks.CPU_CAP, _chunks.CPU_CAP * item_bytes // after)
-        size = _chunks.pick_batch_size(batch_size, total, x.device, after, cpu_cap=cpu_cap)
-        _chunks.run_batches(total, _chunks.balanced_batch_size(size, total), work, progress=progress,
+        after = 3 * max(1, batches.largest_activation_bytes(model, one_pass, after=find_module(model, layer)))
+        cpu_cap = max(batches.CPU_CAP, batches.CPU_CAP * item_bytes // after)
+        size = batches.pick_batch_size(batch_size, total, x.device, after, cpu_cap=cpu_cap)
+        batches.run_batches(total, batches.balanced_batch_size(size, total), work, progress=progress,
                             desc="Ablation-CAM", device=x.device)
         scores = scores.view(batch, per_image)
         clean = scores[:, channels:]

@@ -14,7 +14,7 @@ box. (PASCAL VOC's XML boxes are 1-based and inclusive: subtract 1 from xmin and
 
 The `--boxes` file of the CLI (`load_regions`) is JSON: an object mapping each image name to its
 list of boxes, e.g. `{"cat.jpg": [[10, 20, 110, 140]], "dogs.jpg": [[0, 0, 50, 50], [60, 60, 100, 120]]}`,
-in pixels of the image file; `scales` maps them onto the evaluated (resized) image.
+in pixels of the image file; `file_sizes` maps them onto the evaluated (resized) image.
 """
 from __future__ import annotations
 
@@ -113,7 +113,7 @@ def boxes_to_masks(boxes: Sequence[torch.Tensor], height: int, width: int, *, de
 
 
 def load_regions(path: str | os.PathLike, names: Sequence[str], height: int, width: int,
-                 scales: Sequence[tuple[float, float]] | None = None) -> torch.Tensor:
+                 file_sizes: Sequence[tuple[int, int]] | None = None) -> torch.Tensor:
     """Read a JSON boxes file (module docstring: the format) into one mask per named image.
 
     Args:
@@ -123,9 +123,9 @@ def load_regions(path: str | os.PathLike, names: Sequence[str], height: int, wid
             (so "photos/cat.jpg" finds "cat.jpg").
         height: the evaluated images' height H (the boxes' pixels).
         width: the evaluated images' width W.
-        scales: per image (sx, sy): the file's boxes are in the image file's pixels and x * sx,
-            y * sy are the evaluated image's (W / file width, H / file height for a resize); None:
-            the boxes are already in the evaluated image's pixels.
+        file_sizes: per image, the (width, height) of the image file the boxes are measured in:
+            x becomes x * W / width and y becomes y * H / height (a resize to W x H; exact at the
+            edges); None: the boxes are already in the evaluated image's pixels.
 
     Returns:
         a (B, H, W) bool tensor on the CPU, B = len(names).
@@ -142,9 +142,10 @@ def load_regions(path: str | os.PathLike, names: Sequence[str], height: int, wid
             known = ", ".join(sorted(map(repr, table))[:10])
             raise ValueError(f"{os.fspath(path)} has no boxes for image {image!r} (it has {known})")
         found = _boxes(table[key], f"{os.fspath(path)}[{key!r}]")
-        if scales is not None:
-            sx, sy = scales[len(boxes)]
-            found = found * torch.tensor([sx, sy, sx, sy], dtype=found.dtype)
+        if file_sizes is not None:
+            file_width, file_height = file_sizes[len(boxes)]
+            size = torch.tensor([width, height, width, height], dtype=found.dtype)
+            found = found * size / torch.tensor([file_width, file_height, file_width, file_height], dtype=found.dtype)
         boxes.append(found)
     return boxes_to_masks(boxes, height, width, name=os.fspath(path))
 
