@@ -174,3 +174,25 @@ def test_bad_input_is_named(case):
         fv.metrics.pixel_flipping(model, x, a, target, baseline="grey")
     with pytest.raises(ValueError, match="NaN"):
         fv.metrics.deletion(model, x, a * float("nan"), target)
+
+
+class _LayoutRecorder(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.channels_last = model, []
+
+    def forward(self, x):
+        self.channels_last.append(x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous())
+        return self.model(x)
+
+
+@pytest.mark.parametrize("channels,features_in_step", [(1, 48), (3, 16)])  # fused masks; per-element copies
+def test_perturbed_copies_keep_the_channels_last_layout(case, channels, features_in_step):
+    """The model sees its copies in the layout it was given (index_select alone drops channels-last,
+    and the NCHW path of a channels-last-tuned model is up to 2x slower)."""
+    model, x, target, _ = case
+    recorder = _LayoutRecorder(copy.deepcopy(model).float()).eval()
+    a = torch.rand(2, channels, 24, 24, generator=torch.Generator().manual_seed(0))
+    fv.metrics.pixel_flipping(recorder, x.float().contiguous(memory_format=torch.channels_last), a, target,
+                              features_in_step=features_in_step)
+    assert len(recorder.channels_last) > 3 and all(recorder.channels_last)

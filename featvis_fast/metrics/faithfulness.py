@@ -128,7 +128,8 @@ def _curve(scorer: Scorer, keep: Callable[[torch.Tensor, torch.Tensor], torch.Te
         if pixel_masks:
             src = images.to(torch.int32)
             return ops.apply_masks(x, fill, kept.to(mask_dtype), src, chosen), images
-        return torch.where(kept, x.index_select(0, images), fill.index_select(0, images)), images
+        copies = torch.where(kept, x.index_select(0, images), fill.index_select(0, images))
+        return copies.contiguous(memory_format=memory_format_of(x)), images  # index_select drops channels-last
 
     scores = scorer.score(n_points * batch, copies, progress=progress, desc=desc)
     return scores.reshape(n_points, batch).T.contiguous()
