@@ -41,6 +41,7 @@ def test_pixel_flipping_equals_quantus(case, features_in_step, channels):
     theirs = _quantus_curves(quantus.PixelFlipping(features_in_step=features_in_step, disable_warnings=True),
                              model, x, a, target)
     ours = fv.metrics.pixel_flipping(model, x, a, target, features_in_step=features_in_step)
+    assert ours.curves.shape == theirs.shape == (2, 3 * 24 * 24 // features_in_step)
     _close(ours.curves, theirs)
     # Quantus' return_auc_per_sample calls np.trapz (gone in NumPy 2.4): the same rule on its curves
     _close(ours.scores, np.trapezoid(theirs, dx=1, axis=1))
@@ -79,6 +80,7 @@ def test_region_perturbation_equals_quantus(case, order, patch):
     metric = quantus.RegionPerturbation(patch_size=patch, regions_evaluation=7, order=order, disable_warnings=True)
     theirs = _quantus_curves(metric, model, x, a, target)
     ours = fv.metrics.region_perturbation(model, x, a, target, patch_size=patch, regions=7, order=order)
+    assert ours.curves.shape == theirs.shape == (2, 7)
     _close(ours.curves, theirs)
     _close(ours.scores, np.trapezoid(theirs, dx=1, axis=1))
 
@@ -142,6 +144,7 @@ def test_exact_contributions_give_the_steepest_deletion_curve():
 def test_batching_and_backends_give_the_same_curves(case):
     model, x, target, a = case
     whole = fv.metrics.deletion(model, x, a, target, step=40)
+    assert whole.curves.shape == (2, 24 * 24 // 40 + 2) and bool(torch.isfinite(whole.curves).all())
     for kwargs in ({"batch_size": 3}, {"backend": "torch"}):
         _close(fv.metrics.deletion(model, x, a, target, step=40, **kwargs).curves, whole.curves, rel=1e-13)
     one = fv.metrics.deletion(model, x[1:], a[1:], target[1:], step=40)
