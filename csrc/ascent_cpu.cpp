@@ -2,6 +2,8 @@
 // SGD/Adam update, clipping and the next jittered crop in one pass over the image.
 #include "ascent_cpu.h"
 
+#include "cpu_common.h"
+
 #include <ATen/Parallel.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
@@ -14,11 +16,6 @@ namespace featvis::cpu {
 namespace {
 
 constexpr int64_t kElemsPerTask = 16384;  // minimum work per parallel task
-
-void check_cpu_contiguous(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.device().is_cpu(), "featvis_cpu: ", name, " must be a CPU tensor, got ", t.device());
-  TORCH_CHECK(t.is_contiguous(), "featvis_cpu: ", name, " must be contiguous");
-}
 
 void check_f32(const at::Tensor& t, const char* name, at::IntArrayRef shape) {
   check_cpu_contiguous(t, name);
@@ -82,7 +79,7 @@ void ascent_impl(const T* x, const float* g, const int32_t* offsets, const float
                  const float* v, const int32_t* next_offsets, const Params& q, int64_t N, T* out, float* m_out,
                  float* v_out, T* nxt) {
   const int64_t H = q.H, W = q.W;
-  const int64_t grain = std::max<int64_t>(1, kElemsPerTask / std::max<int64_t>(1, W));
+  const int64_t grain = row_grain(W, kElemsPerTask);
   at::parallel_for(0, N * q.C * H, grain, [&](int64_t r0, int64_t r1) {
     // TV: weighted differences of the row above (prev) and of this row (cur); carried across rows of a plane
     std::vector<float> pa, pb, ca, cb;

@@ -6,13 +6,14 @@
 #include "dissection_cpu.h"
 #include "extremal_cpu.h"
 #include "lrp_cpu.h"
+#include "patches_cpu.h"
 #include "perturbation_cpu.h"
 #include "rectifier_cpu.h"
 #include "similarity_cpu.h"
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "featvis-fast CPU kernels: pixel similarity, LUT colorization, rectifier rules, perturbations, "
-          "gradient-ascent step, Network Dissection tally, extremal-perturbation masks, LRP ratio";
+          "gradient-ascent step, Network Dissection tally, extremal-perturbation masks, LRP ratio, patch gather";
   m.def("pixel_similarity", &featvis::cpu::pixel_similarity,
         "pixel_similarity(features (C,N) f32/f16/bf16/int8, queries (Q,C) same dtype, "
         "metric 0=inner 1=angular 2=euclidean, scales (N,) f32 or None, "
@@ -117,4 +118,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "out = r / (z + eps*sign(z)), z = z1 (+ z2), sign(0) = +1, rounded as the reference.",
         py::arg("r"), py::arg("z1"), py::arg("z2"), py::arg("eps"), py::arg("out"),
         py::call_guard<py::gil_scoped_release>());
+  m.def("gather_patches", &featvis::cpu::gather_patches,
+        "gather_patches(base contiguous (B,C,H,W) or (B,H,W,C) when nhwc, f32/f16/bf16/f64; src (N,) int32; corners "
+        "(N,4) int32 (tile_y,tile_x,patch_y,patch_x); patches (N,C,ph,pw) or (N,ph,pw,C) like base; pad; nhwc; out "
+        "(N,C,tile_h,tile_w) or (N,tile_h,tile_w,C) like base) -> None. out[n] = the tile of base[src[n]] at "
+        "(tile_y, tile_x) with patches[n] pasted in at (patch_y, patch_x), pad outside the map (an exact copy).",
+        py::arg("base"), py::arg("src"), py::arg("corners"), py::arg("patches"), py::arg("pad"), py::arg("nhwc"),
+        py::arg("out"), py::call_guard<py::gil_scoped_release>());
 }

@@ -1,8 +1,8 @@
 // Torch glue for the CUDA backend: argument checks, device guard and current stream, then the
 // torch-free C ABIs of similarity_cuda.h (similarity_cuda.cu, similarity_int8_cuda.cu, colorize_cuda.cu)
 // rectifier_cuda.h (rectifier_cuda.cu), perturbation_cuda.h (perturbation_cuda.cu), ascent_cuda.h
-// (ascent_cuda.cu), dissection_cuda.h (dissection_cuda.cu), extremal_cuda.h (extremal_cuda.cu) and
-// lrp_cuda.h (lrp_cuda.cu).
+// (ascent_cuda.cu), dissection_cuda.h (dissection_cuda.cu), extremal_cuda.h (extremal_cuda.cu),
+// lrp_cuda.h (lrp_cuda.cu) and patches_cuda.h (patches_cuda.cu).
 // Built JIT as `featvis_cuda`.
 #include <torch/extension.h>
 
@@ -12,11 +12,13 @@
 #include <cstdint>
 #include <limits>
 #include <optional>
+#include <vector>
 
 #include "ascent_cuda.h"
 #include "dissection_cuda.h"
 #include "extremal_cuda.h"
 #include "lrp_cuda.h"
+#include "patches_cuda.h"
 #include "perturbation_cuda.h"
 #include "rectifier_cuda.h"
 #include "similarity_cuda.h"
@@ -497,6 +499,44 @@ void dissect_tally(const at::Tensor& acts, const at::Tensor& thresholds, const a
   TORCH_CHECK(err == 0, "featvis_cuda: dissect_tally failed: ", featvis_cuda_error_string(err));
 }
 
+// base (B, C, H, W) contiguous in memory order ((B, H, W, C) when nhwc), float32/float16/bfloat16; patches
+// (N, C, ph, pw) (or (N, ph, pw, C)) and out (N, C, tile_h, tile_w) (or (N, tile_h, tile_w, C)) likewise;
+// src (N,) int32; corners (N, 4) int32. src values and patch boxes are validated by the op layer.
+void gather_patches(const at::Tensor& base, const at::Tensor& src, const at::Tensor& corners,
+                    const at::Tensor& patches, double pad, bool nhwc, const at::Tensor& out) {
+  const at::Device device = base.device();
+  check_tensor(base, "base", device);
+  check_tensor(src, "src", device);
+  check_tensor(corners, "corners", device);
+  check_tensor(patches, "patches", device);
+  check_tensor(out, "out", device);
+  TORCH_CHECK(base.dim() == 4 && patches.dim() == 4 && out.dim() == 4,
+              "featvis_cuda: base, patches and out must be 4-D, got ", base.sizes(), ", ", patches.sizes(), ", ",
+              out.sizes());
+  const auto s = base.scalar_type();
+  TORCH_CHECK(s == at::kFloat || s == at::kHalf || s == at::kBFloat16,
+              "featvis_cuda: base must be float32, float16 or bfloat16, got ", s);
+  TORCH_CHECK(src.dim() == 1, "featvis_cuda: src must be 1-D, got ", src.sizes());
+  const int64_t N = src.size(0);
+  check_shape(src, "src", at::kInt, {N});
+  check_shape(corners, "corners", at::kInt, {N, 4});
+  const int64_t B = base.size(0);
+  const int64_t C = nhwc ? base.size(3) : base.size(1), H = nhwc ? base.size(1) : base.size(2),
+                W = nhwc ? base.size(2) : base.size(3);
+  const int64_t PH = nhwc ? patches.size(1) : patches.size(2), PW = nhwc ? patches.size(2) : patches.size(3);
+  const int64_t TH = nhwc ? out.size(1) : out.size(2), TW = nhwc ? out.size(2) : out.size(3);
+  using Shape = std::vector<int64_t>;
+  const Shape patches_shape = nhwc ? Shape{N, PH, PW, C} : Shape{N, C, PH, PW};
+  const Shape out_shape = nhwc ? Shape{N, TH, TW, C} : Shape{N, C, TH, TW};
+  check_shape(patches, "patches", s, patches_shape);
+  check_shape(out, "out", s, out_shape);
+  const c10::cuda::CUDAGuard guard(device);
+  const int err = featvis_gather_patches_cuda(base.data_ptr(), src.data_ptr<int32_t>(), corners.data_ptr<int32_t>(),
+                                              patches.data_ptr(), N, B, C, H, W, PH, PW, TH, TW, pad, nhwc ? 1 : 0,
+                                              dtype_code(s), out.data_ptr(), current_stream());
+  TORCH_CHECK(err == 0, "featvis_cuda: gather_patches failed: ", featvis_cuda_error_string(err));
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("pixel_similarity", &pixel_similarity,
         "sim_out[q, n] = metric(features[:, n], queries[q]) (int8: exact int32 sum * scales[n] * query_scales[q]); "
@@ -548,4 +588,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("nhwc"), py::arg("grad_masks"));
   m.def("lrp_ratio", &lrp_ratio, "r / (z1 + z2 + eps * sign) (fp32)", py::arg("r"), py::arg("z1"), py::arg("z2"),
         py::arg("eps"), py::arg("out"));
+  m.def("gather_patches", &gather_patches,
+        "out[n] = the tile of base[src[n]] at corners[n] (tile_y, tile_x) with patches[n] pasted in at (patch_y, "
+        "patch_x), pad outside the map; memory order NCHW or NHWC (nhwc), an exact copy",
+        py::arg("base"), py::arg("src"), py::arg("corners"), py::arg("patches"), py::arg("pad"), py::arg("nhwc"),
+        py::arg("out"));
 }

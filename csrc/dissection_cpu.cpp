@@ -7,6 +7,8 @@
 // torch). The whole-unit / 8-pixel-group shortcuts only skip work whose outcome is certain (see unit_mask).
 #include "dissection_cpu.h"
 
+#include "cpu_common.h"
+
 #include <ATen/Parallel.h>
 
 #if (defined(__AVX512F__) || defined(__AVX512BW__) || defined(__AVX512VPOPCNTDQ__)) && \
@@ -299,11 +301,6 @@ int64_t unit_mask(const Problem& p, const float* a, double t, Scratch& s) {
     }
   }
   return popcount(s.mask.data(), p.nwords);
-}
-
-void check_cpu_contiguous(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.device().is_cpu(), "featvis_cpu: ", name, " must be a CPU tensor, got ", t.device());
-  TORCH_CHECK(t.is_contiguous(), "featvis_cpu: ", name, " must be contiguous");
 }
 
 void check(const at::Tensor& t, const char* name, at::ScalarType dtype, at::IntArrayRef shape) {

@@ -2,6 +2,8 @@
 // and mask blending (see perturbation_cpu.h).
 #include "perturbation_cpu.h"
 
+#include "cpu_common.h"
+
 #include <ATen/Parallel.h>
 #include <ATen/ops/upsample_bilinear2d.h>
 #include <c10/util/BFloat16.h>
@@ -14,15 +16,6 @@
 
 namespace featvis::cpu {
 namespace {
-
-constexpr int64_t kElemsPerTask = 32768;  // minimum work per parallel task
-
-int64_t row_grain(int64_t row_len) { return std::max<int64_t>(1, kElemsPerTask / std::max<int64_t>(1, row_len)); }
-
-void check_cpu_contiguous(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.device().is_cpu(), "featvis_cpu: ", name, " must be a CPU tensor, got ", t.device());
-  TORCH_CHECK(t.is_contiguous(), "featvis_cpu: ", name, " must be contiguous");
-}
 
 void check_float(const at::Tensor& t, const char* name) {
   const auto s = t.scalar_type();

@@ -21,11 +21,11 @@ STALE_LOCK_SECONDS = 20 * 60  # a build takes 1-3 minutes; an older lock was lef
 
 CPU_SOURCES = ["similarity_cpu.cpp", "similarity_cpu_float.cpp", "similarity_cpu_int8.cpp", "colorize_cpu.cpp",
                "rectifier_cpu.cpp", "cpu_cache.cpp", "perturbation_cpu.cpp", "ascent_cpu.cpp",
-               "dissection_cpu.cpp", "extremal_cpu.cpp", "lrp_cpu.cpp",
+               "dissection_cpu.cpp", "extremal_cpu.cpp", "lrp_cpu.cpp", "patches_cpu.cpp",
                "bindings_cpu.cpp"]
 CUDA_SOURCES = ["similarity_cuda.cu", "similarity_int8_cuda.cu", "colorize_cuda.cu", "rectifier_cuda.cu",
                 "perturbation_cuda.cu", "ascent_cuda.cu", "dissection_cuda.cu", "extremal_cuda.cu", "lrp_cuda.cu",
-                "bindings_cuda.cpp"]
+                "patches_cuda.cu", "bindings_cuda.cpp"]
 
 
 class ExtensionUnavailable(RuntimeError):

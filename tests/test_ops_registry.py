@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from featvis_fast import ops
-from featvis_fast.ops import _registry, ascent, dissection, extremal, lrp, perturbation, rectifier, similarity
+from featvis_fast.ops import _registry, ascent, dissection, extremal, lrp, patches, perturbation, rectifier, similarity
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-FAMILY_MODULES = {"rectifier": rectifier, "perturbation": perturbation, "ascent": ascent,
+FAMILY_MODULES = {"rectifier": rectifier, "perturbation": perturbation, "patches": patches, "ascent": ascent,
                   "dissection": dissection, "extremal": extremal, "lrp": lrp,
                   "similarity": similarity}
 
@@ -28,7 +28,7 @@ def test_every_kernel_source_file_belongs_to_one_op_family():
     listed = [f for s in _registry.SOURCES.values() for f in (*s.cpp, *s.cuda)]
     assert len(listed) == len(set(listed))
     glue = {"bindings_cpu.cpp", "bindings_cuda.cpp", "cpu_cache.cpp", "cpu_cache.h", "featvis_abi.h",
-            "cuda_convert.h", "similarity_cuda_common.h", "similarity_cpu_avx2.h"}
+            "cuda_convert.h", "cpu_common.h", "similarity_cuda_common.h", "similarity_cpu_avx2.h"}
     on_disk = {f"csrc/{p.name}" for p in (ROOT / "csrc").iterdir() if p.suffix in (".h", ".cpp", ".cu")}
     assert on_disk - {f"csrc/{g}" for g in glue} == set(listed)
 

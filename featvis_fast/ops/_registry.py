@@ -121,4 +121,7 @@ SOURCES = {
                              "csrc/similarity_cpu_int8.cpp", "csrc/colorize_cpu.cpp"),
                             ("csrc/similarity_cuda.h", "csrc/similarity_cuda.cu", "csrc/similarity_int8_cuda.cu",
                              "csrc/colorize_cuda.cu")),
+    "patches": OpSources(("gather_patches",), "featvis_fast/ops/patches.py", "featvis_fast/_patches_reference.py",
+                         "kernels/patches.py", ("csrc/patches_cpu.h", "csrc/patches_cpu.cpp"),
+                         ("csrc/patches_cuda.h", "csrc/patches_cuda.cu")),
 }

@@ -24,6 +24,8 @@ import torch
 from .. import _backend
 from .._validate import check_model_and_batch
 from ..engine import Target, batches, cached_cpu_memory, class_scores, find_module, rewritten_forward
+from ..engine import incremental as _incremental
+from ..engine.patched import Patched, occluded
 from ..engine.probe import Probe
 from ..ops import perturbation as ops
 from . import _windows
@@ -77,6 +79,18 @@ def _reference_pass(model, x, names):
     return rewritten_forward(model, run)
 
 
+def _change_norms(ref_values: torch.Tensor, out, src: torch.Tensor, filters: torch.Tensor,
+                  dtype: torch.dtype) -> torch.Tensor:
+    """(N,) ||A_f(x) - A_f(copy)|| per copy; for patched copies only the patches can differ."""
+    rows = torch.arange(len(src), device=src.device)
+    f = filters[src.long()]
+    if isinstance(out, Patched):
+        diff = out.clean()[rows, f].to(dtype) - out.patches[rows, f].to(dtype)
+    else:
+        diff = ref_values[src.long(), f].to(dtype) - out[rows, f].to(dtype)
+    return diff.pow(2).sum(dim=(1, 2)).sqrt()
+
+
 def _filters(acts: torch.Tensor, measure_filter, layer: str) -> torch.Tensor:
     """(B,) filter per image: the given one, or the one with the largest activation norm."""
     channels = acts.shape[1]
@@ -109,7 +123,7 @@ def occlusion(model: torch.nn.Module, x: torch.Tensor, target: Target = None, wi
               measure: str | tuple[str, int | None] = "score", layer: str | None = None,
               positions: str = "inside", per_channel: bool = False, blur_sigma: float = 8.0,
               generator: torch.Generator | None = None, batch_size: int | None = None, progress: bool = True,
-              backend: str | None = None) -> torch.Tensor:
+              backend: str | None = None, incremental: bool = True) -> torch.Tensor:
     """Occlusion sensitivity (Zeiler & Fergus 2014): the score drop when a window is occluded.
 
     measure="score" (Captum's Occlusion): a window's value is the target score of x minus that
@@ -140,6 +154,9 @@ def occlusion(model: torch.nn.Module, x: torch.Tensor, target: Target = None, wi
         batch_size: occluded images per forward (None: the largest batch that fits in memory).
         progress: a tqdm bar.
         backend: kernel backend (None: the fastest for x's device).
+        incremental: recompute, layer by layer, only what a window changes (Krypton; see
+            featvis_fast.engine.incremental): equal to the full recompute to float rounding.
+            False, or a model with forward hooks, runs every copy through the whole model.
 
     Returns:
         the maps (B, H, W) on x's device ((B, C, H, W) with per_channel; (B, h, w) with layer),
@@ -158,7 +175,12 @@ def occlusion(model: torch.nn.Module, x: torch.Tensor, target: Target = None, wi
             find_module(model, name)
     with cached_cpu_memory(x.device):
         x, item_bytes = batches.laid_out_batch(model, x)
-        ref_out, acts, order = _reference_pass(model, x, (layer, measure_layer))
+        incremental = incremental and not _incremental.has_hooks(model)
+        if incremental:
+            recording = _incremental.record(model, x, (layer, measure_layer))
+            ref_out, acts, order = recording.output, recording.layers, recording.order
+        else:
+            ref_out, acts, order = _reference_pass(model, x, (layer, measure_layer))
         missing = [n for n in (layer, measure_layer) if n is not None and n not in acts]
         if missing:
             raise ValueError(f"layer {missing[0]!r} did not run in the forward pass")
@@ -176,8 +198,11 @@ def occlusion(model: torch.nn.Module, x: torch.Tensor, target: Target = None, wi
         else:
             classes, ref_values = None, acts[measure_layer]
             filters = _filters(ref_values, measure_filter, measure_layer)
-        probe = Probe(model, measure_layer=measure_layer, inject_layer=layer,
-                      stem=x[:1] if layer is not None else None)
+        stem = x[:1] if layer is not None else None
+        if incremental:
+            probe = _incremental.IncrementalProbe(model, recording, measure_layer, layer, stem)
+        else:
+            probe = Probe(model, measure_layer=measure_layer, inject_layer=layer, stem=stem)
         maps = []
         for spec in specs:
             src, occ_boxes, acc_boxes = _items(_windows.boxes_for(spec, height, width, positions), batch, channels,
@@ -187,14 +212,14 @@ def occlusion(model: torch.nn.Module, x: torch.Tensor, target: Target = None, wi
 
             def work(start, stop):
                 s = src[start:stop]
-                out = probe(ops.occlude(site, site_fill, s, occ_boxes[start:stop], chosen))
+                if incremental:
+                    out = probe(occluded(site, site_fill, s, occ_boxes[start:stop], chosen))
+                else:
+                    out = probe(ops.occlude(site, site_fill, s, occ_boxes[start:stop], chosen))
                 if measure_layer is None:
                     values[start:stop] = ref_values[s.long()] - class_scores.scores(out, target, classes, s)
                 else:
-                    f = filters[s.long()]
-                    rows = torch.arange(len(s), device=out.device)
-                    diff = ref_values[s.long(), f].to(values.dtype) - out[rows, f].to(values.dtype)
-                    values[start:stop] = diff.pow(2).sum(dim=(1, 2)).sqrt()
+                    values[start:stop] = _change_norms(ref_values, out, s, filters, values.dtype)
 
             size = batches.pick_batch_size(batch_size, src.numel(), x.device, item_bytes)
             batches.run_batches(src.numel(), size, work, progress=progress, desc="occlusion", device=x.device)
