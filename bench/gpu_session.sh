@@ -31,9 +31,10 @@ pack() { cp bench/results/*cuda* "$LOGS/" 2>/dev/null; tar -C "$(dirname "$LOGS"
 trap pack EXIT
 step tests 180 python3 -m pytest -q -m needs_cuda -p no:cacheprovider -rf --durations=15
 cp "$LOGS/tests.log" "$OUT/tests.log" 2>/dev/null
-step bench-backprop 90 python3 bench/backprop.py --device cuda --repeats 3
+step bench-backprop 70 python3 bench/backprop.py --device cuda --repeats 3
 step bench-backprop-profile 35 python3 bench/backprop_cuda_profile.py --batch 64
-step bench-perturbation 70 python3 bench/perturbation.py --device cuda --repeats 2 --only occlusion rise
+step bench-perturbation 90 python3 bench/perturbation.py --device cuda --repeats 2 --only occlusion rise \
+    --models resnet50 --configs 16/8 --ppe 256 1024 --bare-batches 256 --layers-of resnet50 16 8
 step bench-extremal 40 python3 bench/perturbation.py --device cuda --only extremal
 step bench-metrics 45 python3 bench/metrics.py --device cuda --models resnet50
 step bench-reconstruction 60 python3 bench/reconstruction.py --device cuda --batches 64 256 --steps 10

@@ -1,13 +1,13 @@
 """Occlusion and RISE: featvis_fast against Captum's Occlusion and against the bare forward cost.
 
-Occlusion, per (model, window, stride), each implementation in a fresh process (one warm-up
-call on a small window grid, then the median of --repeats timed calls):
-  ours       fv.occlusion(model, x, target, window, stride) with its automatic batch size
-  captum     captum.attr.Occlusion at each perturbations_per_eval in --ppe; the best one counts
-  bare       the same number of forward passes (windows + the clean pass) of the plain model
-             under torch.no_grad on prebuilt batches, at the best of the --ppe batch sizes and
-             ours: the floor a wrapper around model(batch) reaches without making the model
-             itself faster
+Occlusion (bench/_occlusion.py), per (model, window, stride), on torchvision's VGG-16, ResNet-50
+and MobileNetV2 (random weights, realistic batch norm) and the bundled EfficientNet-Lite0, one
+224 x 224 image, windows 16 and 32 at strides 4, 8 and 16 (--models / --configs pick a subset):
+incremental inference (fv.occlusion's default, Krypton), our full recompute (incremental=False),
+Captum's Occlusion at its best perturbations_per_eval in --ppe, and the bare batched forwards (the
+plain model on prebuilt batches, NCHW and channels-last, the faster counts), each in a fresh
+process; beside them Krypton's theoretical speed-up (convolution multiply-adds, full / incremental)
+for the whole network and, per convolution depth, for --layers-of (model window stride).
 RISE: masks per second, fv.rise against a plain PyTorch loop (F.interpolate masks, x * m,
 model, softmax, one matrix product per batch) with the same masks and batch size.
 Models: the bundled EfficientNet-Lite0 on the CPU; a ResNet-50-shaped model (random weights) on
@@ -24,6 +24,7 @@ the CPU): TorchRay's time over it is the most any implementation of the method c
 
     python bench/perturbation.py [--device cpu|cuda] [--repeats N] [--ppe 16 64 256] [--rise-masks N]
                                  [--only occlusion rise extremal] [--extremal-batch 8] [--extremal-steps 3]
+                                 [--models resnet50 ...] [--configs 16/8 32/16 ...] [--layers-of resnet50 16 8]
 """
 from __future__ import annotations
 
@@ -41,12 +42,12 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+import _occlusion  # noqa: E402
 import _zoo  # noqa: E402
 from _cnn_models import resnet50  # noqa: E402
 from _common import environment, write_results  # noqa: E402
 
 TARGET = 281
-CONFIGS = [(32, 16), (16, 8)]
 
 
 def build(name: str, device: str) -> torch.nn.Module:
@@ -67,64 +68,6 @@ def _timed(fn, device: str, repeats: int) -> float:
         sync()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
-
-
-def _windows(window: int, stride: int) -> int:
-    per_dim = -(-(224 - window) // stride) + 1
-    return per_dim * per_dim
-
-
-def run_one(kind: str, name: str, window: int, stride: int, device: str, repeats: int, extra: int) -> dict:
-    """One measurement in this process. extra: perturbations_per_eval (captum), batch size (bare, rise)."""
-    import featvis_fast as fv
-
-    warnings.simplefilter("ignore")
-    torch.manual_seed(0)
-    model = build(name, device)
-    x = torch.randn(1, 3, 224, 224, device=device)
-    row = {"kind": kind, "model": name, "window": window, "stride": stride}
-    if kind == "ours":
-        fv.occlusion(model, x, TARGET, window=112, stride=112, progress=False)  # warm-up: kernels, plan
-        seconds = _timed(lambda: fv.occlusion(model, x, TARGET, window=window, stride=stride, progress=False),
-                         device, repeats)
-        from featvis_fast.engine import batches
-
-        row["batch"] = batches.pick_batch_size(None, _windows(window, stride), torch.device(device),
-                                               _item_bytes(model, x))
-    elif kind == "captum":
-        from captum.attr import Occlusion
-
-        occ = Occlusion(model)
-
-        def call():
-            with torch.no_grad():
-                occ.attribute(x, sliding_window_shapes=(3, window, window), strides=(3, stride, stride),
-                              baselines=0.0, target=TARGET, perturbations_per_eval=extra)
-
-        seconds = _timed(call, device, repeats)
-        row["ppe"] = extra
-    elif kind == "bare":
-        n = _windows(window, stride) + 1
-        batches = [x.expand(min(extra, n - s), -1, -1, -1).clone() for s in range(0, n, extra)]
-
-        def call():
-            with torch.no_grad():
-                for b in batches:
-                    model(b)
-
-        model(x)
-        seconds = _timed(call, device, repeats)
-        row["batch"] = extra
-    else:
-        raise ValueError(kind)
-    row["seconds"] = seconds
-    return row
-
-
-def _item_bytes(model, x) -> int:
-    from featvis_fast.engine import batches
-
-    return 3 * batches.largest_activation_bytes(model, lambda: model(x[:1]))
 
 
 def run_rise(kind: str, name: str, device: str, masks: int, batch: int, repeats: int) -> dict:
@@ -224,6 +167,43 @@ def extremal_table(device: str, batch: int, steps: int) -> tuple[list[dict], lis
     return rows, md
 
 
+def occlusion_table(a, ppes: list[int]) -> tuple[list[dict], list[str]]:
+    """Every (model, window, stride): incremental, full recompute, Captum's best, the best bare forwards."""
+    configs = [tuple(int(v) for v in c.split("/")) for c in a.configs] if a.configs else _occlusion.CONFIGS
+    rows, lines = [], []
+
+    def one(kind, name, window, stride, repeats, extra=0):
+        row = _subprocess(["--device", a.device, "--one", kind, name, str(window), str(stride), str(repeats),
+                           str(extra)])
+        rows.append(row)
+        return row
+
+    for name in a.models or _occlusion.MODELS:
+        for window, stride in configs:
+            n = _occlusion.windows(window, stride)
+            repeats = a.repeats if n <= 200 else 1  # thousands of windows: one timed call each
+            inc = one("incremental", name, window, stride, repeats)
+            full = one("full", name, window, stride, repeats)
+            bare = min((one(kind, name, window, stride, repeats, k) for kind in ("bare", "bare-cl")
+                        for k in sorted({*(a.bare_batches or ppes), inc["batch"]})), key=lambda r: r["seconds"])
+            best = min((one("captum", name, window, stride, 1, k) for k in ppes), key=lambda r: r["seconds"])
+            work = _occlusion.theoretical(one("layers", name, window, stride, 1)["layers"])
+            line = (f"| {name} | {window} / {stride} | {n} | {inc['seconds']:.2f} | {full['seconds']:.2f} | "
+                    f"{best['seconds']:.2f} (ppe {best['ppe']}) | {bare['seconds']:.2f} ({bare['kind']}, batch "
+                    f"{bare['batch']}) | {best['seconds'] / inc['seconds']:.2f}x | "
+                    f"{inc['seconds'] / bare['seconds']:.2f}x | {full['seconds'] / inc['seconds']:.2f}x | "
+                    f"{work:.2f}x |")
+            lines.append(line)
+            print(line, flush=True)
+    md = ["| model | window / stride | windows | incremental s | full recompute s | Captum best s | "
+          "bare forwards s | vs Captum | incremental / bare | full / incremental | theoretical (MACs) |",
+          "|---|---|---|---|---|---|---|---|---|---|---|", *lines, ""]
+    if a.layers_of:
+        name, window, stride = a.layers_of[0], int(a.layers_of[1]), int(a.layers_of[2])
+        md += _occlusion.krypton_table(name, window, stride, one("layers", name, window, stride, 1)["layers"])
+    return rows, md
+
+
 def _subprocess(args: list[str]) -> dict:
     out = subprocess.run([sys.executable, os.path.abspath(__file__), *args], capture_output=True, text=True,
                          check=True)
@@ -236,6 +216,12 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--ppe", type=int, nargs="+")
     p.add_argument("--rise-masks", type=int)
+    p.add_argument("--models", nargs="+", choices=_occlusion.MODELS)
+    p.add_argument("--configs", nargs="+", help="window/stride pairs, e.g. 16/8 32/16 (default: all six)")
+    p.add_argument("--tag", help="a suffix for the result files' name")
+    p.add_argument("--bare-batches", type=int, nargs="+", help="batch sizes of the bare forwards (default: --ppe)")
+    p.add_argument("--layers-of", nargs=3, metavar=("MODEL", "WINDOW", "STRIDE"),
+                   help="print Krypton's per-layer table for this configuration")
     p.add_argument("--one", nargs=6, help=argparse.SUPPRESS)
     p.add_argument("--rise-one", nargs=4, help=argparse.SUPPRESS)
     p.add_argument("--extremal-one", nargs=4, help=argparse.SUPPRESS)
@@ -249,7 +235,7 @@ def main() -> None:
         return
     if a.one:
         kind, name, window, stride, extra = a.one[0], a.one[1], int(a.one[2]), int(a.one[3]), int(a.one[5])
-        print(json.dumps(run_one(kind, name, window, stride, a.device, int(a.one[4]), extra)))
+        print(json.dumps(_occlusion.run_kind(kind, name, window, stride, a.device, int(a.one[4]), extra)))
         return
     if a.rise_one:
         print(json.dumps(run_rise(a.rise_one[0], a.rise_one[1], a.device, int(a.rise_one[2]), int(a.rise_one[3]),
@@ -258,28 +244,14 @@ def main() -> None:
     cpu = a.device == "cpu"
     name = "efficientnet-lite0" if cpu else "resnet50"
     ppes = a.ppe or ([8, 16, 32, 64] if cpu else [64, 256, 1024])
-    rows, lines = [], []
+    rows = []
     env = environment(a.device)
     md = [f"# bench/perturbation.py on {env['device']} ({env['date']}, torch {env['torch']})", ""]
     only = set(a.only or ("occlusion", "rise", "extremal"))
-    for window, stride in CONFIGS if "occlusion" in only else ():
-        ours = _subprocess(["--device", a.device, "--one", "ours", name, str(window), str(stride), str(a.repeats), "0"])
-        bares = [_subprocess(["--device", a.device, "--one", "bare", name, str(window), str(stride),
-                              str(a.repeats), str(k)]) for k in sorted({*ppes, ours["batch"]})]
-        bare = min(bares, key=lambda r: r["seconds"])
-        captum = [_subprocess(["--device", a.device, "--one", "captum", name, str(window), str(stride), "1", str(k)])
-                  for k in ppes]
-        best = min(captum, key=lambda r: r["seconds"])
-        rows += [ours, *bares, *captum]
-        n = _windows(window, stride)
-        line = (f"| {name} | {window} / {stride} | {n} | {ours['seconds']:.2f} (batch {ours['batch']}) | "
-                f"{best['seconds']:.2f} (ppe {best['ppe']}) | {bare['seconds']:.2f} (batch {bare['batch']}) | "
-                f"{best['seconds'] / ours['seconds']:.2f}x | {ours['seconds'] / bare['seconds']:.2f}x |")
-        lines.append(line)
-        print(line, flush=True)
-    if lines:
-        md += ["| model | window / stride | windows | ours s | Captum best s | bare forward s | vs Captum | vs bare |",
-               "|---|---|---|---|---|---|---|---|", *lines, ""]
+    if "occlusion" in only:
+        occlusion_rows, occlusion_md = occlusion_table(a, ppes)
+        rows += occlusion_rows
+        md += occlusion_md
     if "rise" in only:
         masks = a.rise_masks or (1000 if cpu else 8000)
         rise_batch = 32 if cpu else 256
@@ -297,7 +269,7 @@ def main() -> None:
         md += extremal_md
     markdown = "\n".join(md) + "\n"
     print(markdown)
-    name = "perturbation-extremal" if only == {"extremal"} else "perturbation"
+    name = "-".join(["perturbation", *([] if a.only is None else sorted(only)), *([a.tag] if a.tag else [])])
     print("wrote", *write_results(name, a.device, env, rows, markdown))
 
 

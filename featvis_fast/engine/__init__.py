@@ -20,6 +20,9 @@ bottom up:
   injection); batches: batch sizes from memory and the batch loop (progress, OOM halving);
   class_scores: a target resolved once, per-copy scores read from outputs. The perturbation
   family and the metrics score batches of perturbed copies with these three.
+- incremental: Krypton's incremental inference for occlusion (a replay of the model's forward on
+  per-window patches of the clean pass; incremental_calls: the calls it patches; patched: the
+  value of one activation; changed_regions: where a window's change reaches).
 
 Imports flow one way: entry points -> evaluation (metrics) -> families -> engine -> ops -> backends.
 """

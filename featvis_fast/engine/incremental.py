@@ -24,15 +24,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
-from torch.utils._pytree import tree_map
+from torch.utils._pytree import tree_leaves, tree_map
 
 from . import incremental_calls as calls
 from .capture import StopForward, find_module
 from .patched import Patched
 from .rewrite_calls import only_shape
 
-FULL_ABOVE = 0.6  # a layer whose changed region exceeds this share of its map runs in full
+FULL_ABOVE = 0.99  # a layer whose changed region exceeds this share of its map runs in full
 
 
 @dataclass
@@ -58,10 +59,11 @@ class _Recorder(TorchFunctionMode):
         super().__init__()
         self.funcs: list = []
         self.clean: dict[int, torch.Tensor] = {}
+        self.internal = False  # calls made by our own hooks are not the model's
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        if only_shape(func):
+        if self.internal or only_shape(func):
             return out
         self.funcs.append(func)
         if func in calls.HANDLERS and isinstance(out, torch.Tensor) and out.dim() == 4 and out.is_floating_point():
@@ -81,12 +83,16 @@ def record(model: torch.nn.Module, x: torch.Tensor, layers=()) -> Recording:
                 shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
                 raise ValueError(f"layer {name!r} must output a (B, C, h, w) tensor, got {shape}")
             if name not in captured:
-                captured[name] = output.detach().clone()
+                recorder.internal = True
+                try:
+                    captured[name] = output.detach().clone()
+                finally:
+                    recorder.internal = False
                 order.append(name)
         return keep
 
-    handles = [find_module(model, n).register_forward_hook(hook(n)) for n in names]
     recorder = _Recorder()
+    handles = [find_module(model, n).register_forward_hook(hook(n)) for n in names]
     try:
         with torch.no_grad(), recorder:
             out = model(x)
@@ -104,7 +110,8 @@ class IncrementalMode(TorchFunctionMode):
         full_above: the share of a map above which a sliding-window layer runs in full.
 
     `stats` counts, per kind of call, how often it ran on patches ("conv2d") and how often it ran
-    in full on materialized copies ("conv2d (full)").
+    in full on materialized copies ("conv2d (full)"). `work` holds, per convolution (by call
+    index), the multiply-adds it did and those the full recompute does: [done, full].
     """
 
     def __init__(self, recording: Recording, full_above: float = FULL_ABOVE) -> None:
@@ -113,6 +120,7 @@ class IncrementalMode(TorchFunctionMode):
         self.values: dict[int, tuple[weakref.ref, Patched | torch.Tensor]] = {}  # freed with the placeholder
         self.index, self.diverged, self._internal = 0, False, False
         self.stats: Counter[str] = Counter()
+        self.work: dict[int, list[int]] = {}
 
     @contextmanager
     def internal(self):
@@ -163,7 +171,8 @@ class IncrementalMode(TorchFunctionMode):
             if isinstance(a, torch.Tensor):
                 if id(a) in self.values:
                     return True
-            elif isinstance(a, (list, tuple)) and any(isinstance(b, torch.Tensor) and id(b) in self.values for b in a):
+            elif isinstance(a, (list, tuple, dict)) and any(
+                    isinstance(b, torch.Tensor) and id(b) in self.values for b in tree_leaves(a)):
                 return True
         return False
 
@@ -177,16 +186,29 @@ class IncrementalMode(TorchFunctionMode):
         if not self.diverged and (index >= len(funcs) or funcs[index] is not func):
             self.diverged = True  # the model took another path than in the clean pass: no clean maps
         if not self._holds_any(args, kwargs):
-            return func(*args, **kwargs)
+            return self._tally(index, func, args, kwargs, func(*args, **kwargs))
         handler = calls.HANDLERS.get(func)
         if handler is not None and not self.diverged and index in self.recording.clean:
             out = handler(self, func, args, kwargs, self.recording.clean[index])
             if out is not NotImplemented:
                 self.stats[calls.kind(func)] += 1
-                return out
+                return self._tally(index, func, args, kwargs, out)
         self.stats[f"{calls.kind(func)} (full)"] += 1
         args, kwargs = tree_map(self.real, (args, kwargs))
-        return func(*args, **kwargs)
+        return self._tally(index, func, args, kwargs, func(*args, **kwargs))
+
+    def _tally(self, index: int, func, args, kwargs, out):
+        """Count a convolution's multiply-adds (done, and those of the full recompute) into `work`."""
+        if func is F.conv2d and isinstance(out, torch.Tensor) and out.dim() == 4:
+            weight = args[1] if len(args) > 1 else kwargs["weight"]
+            per_cell = weight[0].numel() * weight.shape[0]
+            state = self.patched(out)
+            done = out.shape[0] * out.shape[2] * out.shape[3] if state is None else \
+                state.count * state.regions.h * state.regions.w
+            tally = self.work.setdefault(index, [0, 0])
+            tally[0] += done * per_cell
+            tally[1] += out.shape[0] * out.shape[2] * out.shape[3] * per_cell
+        return out
 
 
 def has_hooks(model: torch.nn.Module) -> bool:
@@ -219,6 +241,7 @@ class IncrementalProbe:
         self.inject = find_module(model, inject_layer) if inject_layer is not None else None
         self.stem = stem
         self.stats: Counter[str] = Counter()
+        self.work: dict[int, list[int]] = {}  # per convolution: [multiply-adds done, in the full recompute]
 
     def __call__(self, copies: Patched):
         mode = IncrementalMode(self.recording, self.full_above)
@@ -247,6 +270,10 @@ class IncrementalProbe:
             for h in handles:
                 h.remove()
             self.stats.update(mode.stats)
+            for index, (done, full) in mode.work.items():
+                tally = self.work.setdefault(index, [0, 0])
+                tally[0] += done
+                tally[1] += full
         if self.measure is not None:
             if not captured:
                 raise ValueError("the measured layer did not run in the forward pass")

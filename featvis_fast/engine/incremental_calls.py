@@ -80,7 +80,8 @@ def _conv2d(mode, func, args, kwargs, clean):
                   0.0, lambda tile: F.conv2d(tile, weight, bias, stride, 0, dilation, groups))
 
 
-def _pool_windows(x, kernel, stride, padding, dilation, clean):
+def _pool_windows(kernel, stride, padding, dilation) -> tuple[Window, Window] | None:
+    """A pooling call's windows along rows and columns (stride None or empty: the kernel size)."""
     kernel, padding, dilation = _pair(kernel), _pair(padding), _pair(dilation)
     stride = kernel if stride is None or (isinstance(stride, (list, tuple)) and not stride) else _pair(stride)
     if None in (kernel, stride, padding, dilation):
@@ -99,8 +100,8 @@ def _max_pool2d(mode, func, args, kwargs, clean):
     state = mode.patched(x)
     if state is None or x.dim() != 4 or _arg(args, kwargs, 6, "return_indices", False):
         return NotImplemented
-    wins = _pool_windows(x, _arg(args, kwargs, 1, "kernel_size"), _arg(args, kwargs, 2, "stride"),
-                         _arg(args, kwargs, 3, "padding", 0), _arg(args, kwargs, 4, "dilation", 1), clean)
+    wins = _pool_windows(_arg(args, kwargs, 1, "kernel_size"), _arg(args, kwargs, 2, "stride"),
+                         _arg(args, kwargs, 3, "padding", 0), _arg(args, kwargs, 4, "dilation", 1))
     if wins is None:
         return NotImplemented
     rows, cols = wins
@@ -116,8 +117,8 @@ def _avg_pool2d(mode, func, args, kwargs, clean):
     state = mode.patched(x)
     if state is None or x.dim() != 4:
         return NotImplemented
-    wins = _pool_windows(x, _arg(args, kwargs, 1, "kernel_size"), _arg(args, kwargs, 2, "stride"),
-                         _arg(args, kwargs, 3, "padding", 0), 1, clean)
+    wins = _pool_windows(_arg(args, kwargs, 1, "kernel_size"), _arg(args, kwargs, 2, "stride"),
+                         _arg(args, kwargs, 3, "padding", 0), 1)
     if wins is None:
         return NotImplemented
     rows, cols = wins
