@@ -44,6 +44,19 @@ def median_seconds(fn: Callable[[], object], device: str, repeats: int, warmup: 
     return statistics.median(times)
 
 
+def timed_median(fn: Callable[[], object], device: str, repeats: int) -> float:
+    """Median wall time of `repeats` calls of fn() (synchronized on CUDA), no warm-up."""
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    times = []
+    for _ in range(repeats):
+        sync()
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
 def copy_bandwidth(device: str, nbytes: int = 1 << 30) -> float:
     """Bytes/s of a device-to-device copy (read + write counted), the memory ceiling of this run."""
     src = torch.empty(nbytes // 4, dtype=torch.float32, device=device).fill_(1.0)

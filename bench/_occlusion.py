@@ -18,13 +18,13 @@ from __future__ import annotations
 import copy
 import os
 import sys
-import time
 import warnings
 
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 import _zoo  # noqa: E402
+from _common import timed_median  # noqa: E402
 
 TARGET = 281
 SIDE = 224
@@ -48,16 +48,6 @@ def windows(window: int, stride: int) -> int:
     return per_dim * per_dim
 
 
-def _timed(fn, device: str, repeats: int) -> float:
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    times = []
-    for _ in range(repeats):
-        sync()
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return sorted(times)[len(times) // 2]
 
 
 def run_kind(kind: str, name: str, window: int, stride: int, device: str, repeats: int, extra: int) -> dict:
@@ -73,7 +63,7 @@ def run_kind(kind: str, name: str, window: int, stride: int, device: str, repeat
             return fv.occlusion(model, x, TARGET, window=w, stride=s, progress=False, incremental=kind == "incremental")
 
         call(SIDE // 2, SIDE // 2)  # warm-up: kernels, plans, allocator
-        row["seconds"] = _timed(call, device, repeats)
+        row["seconds"] = timed_median(call, device, repeats)
         from featvis_fast.engine import batches
 
         row["batch"] = batches.pick_batch_size(None, row["windows"], torch.device(device),
@@ -88,7 +78,7 @@ def run_kind(kind: str, name: str, window: int, stride: int, device: str, repeat
                 occ.attribute(x, sliding_window_shapes=(3, window, window), strides=(3, stride, stride),
                               baselines=0.0, target=TARGET, perturbations_per_eval=extra)
 
-        row["seconds"], row["ppe"] = _timed(call, device, repeats), extra
+        row["seconds"], row["ppe"] = timed_median(call, device, repeats), extra
     elif kind in ("bare", "bare-cl"):
         layout = torch.channels_last if kind == "bare-cl" else torch.contiguous_format
         model = copy.deepcopy(model).to(memory_format=layout)
@@ -102,7 +92,7 @@ def run_kind(kind: str, name: str, window: int, stride: int, device: str, repeat
                     model(b)
 
         call()
-        row["seconds"], row["batch"] = _timed(call, device, repeats), extra
+        row["seconds"], row["batch"] = timed_median(call, device, repeats), extra
     elif kind == "layers":
         row["layers"] = layer_work(model, x, window, stride)
     else:

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -45,7 +44,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import _occlusion  # noqa: E402
 import _zoo  # noqa: E402
 from _cnn_models import resnet50  # noqa: E402
-from _common import environment, write_results  # noqa: E402
+from _common import environment, timed_median, write_results  # noqa: E402
 
 TARGET = 281
 
@@ -58,16 +57,6 @@ def build(name: str, device: str) -> torch.nn.Module:
     return resnet50().to(device).eval()
 
 
-def _timed(fn, device: str, repeats: int) -> float:
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    times = []
-    for _ in range(repeats):
-        sync()
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def run_rise(kind: str, name: str, device: str, masks: int, batch: int, repeats: int) -> dict:
@@ -81,7 +70,7 @@ def run_rise(kind: str, name: str, device: str, masks: int, batch: int, repeats:
     x = torch.randn(1, 3, 224, 224, device=device)
     if kind == "ours":
         fv.rise(model, x, TARGET, n_masks=batch, progress=False)
-        seconds = _timed(lambda: fv.rise(model, x, TARGET, n_masks=masks, batch_size=batch, progress=False),
+        seconds = timed_median(lambda: fv.rise(model, x, TARGET, n_masks=masks, batch_size=batch, progress=False),
                          device, repeats)
     else:
         cells, shifts = random_masks(masks, (7, 7), 0.5, 224, 224, torch.Generator().manual_seed(0))
@@ -100,7 +89,7 @@ def run_rise(kind: str, name: str, device: str, masks: int, batch: int, repeats:
             return sal / (masks * 0.5)
 
         call()
-        seconds = _timed(call, device, repeats)
+        seconds = timed_median(call, device, repeats)
     return {"kind": f"rise-{kind}", "model": name, "masks": masks, "batch": batch, "seconds": seconds,
             "masks_per_s": masks / seconds}
 
